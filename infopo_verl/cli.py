@@ -1,0 +1,43 @@
+"""The ``infopo-verl`` command: ``doctor`` (self-check), ``demo`` (the README's main job), ``prepare`` (data).
+
+Each subcommand lives in its own module and adds itself through ``register_cli(subparsers)``; heavy imports
+happen inside the subcommand, so ``infopo-verl --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module -> exposes register_cli(subparsers), which adds one subcommand with set_defaults(func=...)
+SUBCOMMAND_MODULES = (
+    "infopo_verl.doctor",
+    "infopo_verl.demo",
+    "infopo_verl.data.prepare",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infopo-verl", description="InfoPO for verl: self-check, CPU demo and data preparation."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # the module exists but something it imports is missing: a real error
+                raise
+            continue  # not built yet in this checkout
+        module.register_cli(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
