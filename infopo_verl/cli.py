@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
-            if error.name != module_name:  # the module exists but something it imports is missing: a real error
+            if not module_name.startswith(error.name or "\0"):  # something the module imports is missing: a real error
                 raise
             continue  # not built yet in this checkout
         module.register_cli(subparsers)
