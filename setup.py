@@ -17,8 +17,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["infopo_verl", "infopo_verl.*"]),
-    package_data={"infopo_verl": ["VERSION", "hydra_configs/*.yaml"]},
+    # The top-level hydra_configs/ folder ships as the package infopo_verl.hydra_configs, so that
+    # `--config-path=pkg://infopo_verl.hydra_configs` works from a wheel as well as from a checkout.
+    packages=find_packages(include=["infopo_verl", "infopo_verl.*"]) + ["infopo_verl.hydra_configs"],
+    package_dir={"infopo_verl.hydra_configs": "hydra_configs"},
+    package_data={"infopo_verl": ["VERSION"], "infopo_verl.hydra_configs": ["*.yaml"]},
     install_requires=[
         # verl 0.9.1 is the version whose extension surface SPEC section 3 verified; doctor checks it at run time.
         "verl>=0.9.1,<0.10",
