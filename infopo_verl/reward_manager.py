@@ -1,0 +1,84 @@
+"""The ``infopo`` reward manager (``reward.reward_manager.name=infopo``): outcome score and its logged breakdown.
+
+Ownership, one home per computation:
+
+- the agent loop (:mod:`infopo_verl.rollout.agent_loop`) measures: turn spans, information gains r_t, the
+  environment's final score, simulator failures; it records them in ``extra_fields["infopo"]``;
+- this manager decides the outcome R of a dialogue and reports, per sample and with the same keys for every
+  sample, what the rollout measured (verl turns these into ``reward_extra_info`` columns and metrics);
+- :mod:`infopo_verl.rollout.output` lays the per-turn values out in ``rm_scores``; the estimator
+  (:mod:`infopo_verl.core.advantage`) turns them into advantages.
+
+Outcome: the environment's final score recorded by the rollout. A sample without one (another agent loop
+produced it, or a row whose task has no environment score) is scored by verl's own path: the configured
+``reward.custom_reward_function`` or verl's ``default_compute_score``, through verl's ``NaiveRewardManager``.
+A dialogue that ended because the user simulator failed scores 0 and is flagged, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+
+from infopo_verl.rollout.output import RECORD_KEY
+
+REWARD_MANAGER_NAME = "infopo"
+
+EXTRA_INFO_KEYS = (
+    "outcome",
+    "info_gain_sum",
+    "info_gain_mean",
+    "info_gain_count",
+    "turns",
+    "scoring_skipped",
+    "simulator_failed",
+)
+"""Keys of ``reward_extra_info``: identical for every sample so verl can stack them into columns."""
+
+
+def breakdown(record: dict[str, Any] | None, outcome: float) -> dict[str, float]:
+    """The per-sample ``reward_extra_info`` for a rollout record (None: a sample from another agent loop)."""
+    record = record or {}
+    gains = [gain for gain in record.get("info_gain", []) if gain is not None]
+    return {
+        "outcome": float(outcome),
+        "info_gain_sum": float(sum(gains)),
+        "info_gain_mean": float(sum(gains) / len(gains)) if gains else 0.0,
+        "info_gain_count": float(len(gains)),
+        "turns": float(len(record.get("turn_spans", []))),
+        "scoring_skipped": float(record.get("scoring_skipped", 0)),
+        "simulator_failed": float(record.get("simulator_failure") is not None),
+    }
+
+
+class InfoPORewardManager(RewardManagerBase):
+    """Reward-loop manager: one sample in, ``{"reward_score", "reward_extra_info"}`` out."""
+
+    def __init__(self, config, tokenizer, compute_score, reward_router_address=None, reward_model_tokenizer=None):
+        super().__init__(config, tokenizer, compute_score)
+        self.fallback = NaiveRewardManager(
+            config,
+            tokenizer,
+            compute_score,
+            reward_router_address=reward_router_address,
+            reward_model_tokenizer=reward_model_tokenizer,
+        )
+
+    async def run_single(self, data: DataProto) -> dict[str, Any]:
+        item = data[-1]  # as verl's managers: a multi-output trajectory is scored on its last sequence
+        extra_fields = item.non_tensor_batch.get("tool_extra_fields") or {}
+        record = extra_fields.get(RECORD_KEY) if isinstance(extra_fields, dict) else None
+
+        if record is not None and record.get("simulator_failure") is not None:
+            outcome = 0.0
+        elif record is not None and record.get("env_score") is not None:
+            outcome = float(record["env_score"])
+        else:
+            outcome = float((await self.fallback.run_single(data))["reward_score"])
+        if not math.isfinite(outcome):
+            raise ValueError(f"non-finite outcome score {outcome!r} for data_source {item.non_tensor_batch.get('data_source')!r}")
+        return {"reward_score": outcome, "reward_extra_info": breakdown(record, outcome)}

@@ -1,0 +1,48 @@
+"""Turn an agent's generated text into an :class:`~infopo_verl.envs.base.Action`.
+
+Two action formats are accepted: plain text (the built-in clarify task) and UserRL's tool call
+``interact_with_env(choice, content)`` in the Hermes format Qwen models emit::
+
+    <tool_call>
+    {"name": "interact_with_env", "arguments": {"choice": "action", "content": "..."}}
+    </tool_call>
+
+The text is untrusted model output: it is parsed as JSON data only, never evaluated. A malformed tool call is not
+an error of the rollout: the action carries ``parse_error`` and the environment tells the agent what went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from infopo_verl.envs.base import Action
+
+TOOL_NAME = "interact_with_env"
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
+
+
+def parse_action(text: str) -> Action:
+    """Parse one agent turn; never raises on model output."""
+    match = _TOOL_CALL.search(text)
+    if match is None:
+        return Action(content=_THINK.sub("", text).strip(), raw=text)
+    try:
+        call = json.loads(match.group(1).strip())
+    except json.JSONDecodeError as error:
+        return Action(content="", raw=text, parse_error=f"the tool call is not valid JSON ({error.msg})")
+    if not isinstance(call, dict) or call.get("name") != TOOL_NAME:
+        return Action(content="", raw=text, parse_error=f"the only tool is {TOOL_NAME}")
+    arguments = call.get("arguments", {})
+    if isinstance(arguments, str):  # some models emit the arguments as a JSON string
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return Action(content="", raw=text, parse_error="the tool call arguments are not a JSON object")
+    if not isinstance(arguments, dict):
+        return Action(content="", raw=text, parse_error="the tool call arguments are not a JSON object")
+    choice, content = arguments.get("choice"), arguments.get("content")
+    if not isinstance(choice, str) or not isinstance(content, (str, int, float)):
+        return Action(content="", raw=text, parse_error=f"{TOOL_NAME} needs a string `choice` and a `content`")
+    return Action(content=str(content).strip(), choice=choice.strip().lower(), raw=text)
