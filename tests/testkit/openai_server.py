@@ -9,6 +9,7 @@ Modes (``server.mode`` is the default, ``server.script([...])`` queues modes for
 - ``ok``: 200 with a chat completion whose content is ``responder(request_json)``.
 - ``hang``: read the request, then answer nothing until the server shuts down (a client timeout must fire).
 - ``http500``: 500 with an OpenAI-style error body.
+- ``http401``: 401 with an OpenAI-style error body, as for a rejected key.
 - ``malformed_json``: 200, ``Content-Type: application/json``, a body that is not JSON.
 - ``no_choices``: 200 with valid JSON that has no ``choices``.
 - ``empty_content``: 200 with a chat completion whose content is the empty string.
@@ -33,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["FakeOpenAIServer", "MODES"]
 
-MODES = ("ok", "hang", "http500", "malformed_json", "no_choices", "empty_content")
+MODES = ("ok", "hang", "http500", "http401", "malformed_json", "no_choices", "empty_content")
 
 Responder = Callable[[dict], str]
 
@@ -193,6 +194,9 @@ class FakeOpenAIServer:
                     return  # the connection closes without a response
                 if mode == "http500":
                     self._send(500, json.dumps({"error": {"message": "fake internal error", "type": "server_error"}}).encode())
+                    return
+                if mode == "http401":
+                    self._send(401, json.dumps({"error": {"message": "fake: invalid key", "type": "invalid_request_error"}}).encode())
                     return
                 if mode == "malformed_json":
                     self._send(200, b'{"id": "chatcmpl-broken", "choices": [')
