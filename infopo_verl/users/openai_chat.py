@@ -51,13 +51,13 @@ class OpenAIUser(UserSimulator):
             raise ConfigError(
                 f"{KEY}.backend=openai needs an API key in the environment variable {config.api_key_env!r} "
                 f"(named by {KEY}.api_key_env), which is not set or empty in this process; export it for the "
-                f"driver and every Ray worker, or point {KEY}.api_key_env at the variable that holds it"
+                f"driver and every Ray worker, or point {KEY}.api_key_env at the variable that holds it (a local "
+                f"`vllm serve` without --api-key accepts any non-empty value, e.g. EMPTY)"
             )
         self.config = config
         self._api_key = api_key
         # One (client, semaphore) per event loop: both are bound to the loop they first run on.
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]]
-        self._per_loop = weakref.WeakKeyDictionary()
+        self._per_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"OpenAIUser(model={self.config.model!r}, base_url={self.config.base_url!r})"
