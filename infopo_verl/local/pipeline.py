@@ -79,8 +79,9 @@ class LocalPipeline:
     def rollout(self, batch: DataProto) -> DataProto:
         """``AgentLoopWorker.generate_sequences``: padded batch with ``rm_scores`` (turn values included)."""
         output = asyncio.run(self.worker.generate_sequences(batch))
-        for key in ("uid", "data_source"):
-            output.non_tensor_batch[key] = batch.non_tensor_batch[key]
+        # The trainer unions the rollout with its input batch (uid, data_source, extra_info, ...): do the same.
+        for key, values in batch.non_tensor_batch.items():
+            output.non_tensor_batch.setdefault(key, values)
         return output
 
     def advantages(self, batch: DataProto) -> DataProto:
