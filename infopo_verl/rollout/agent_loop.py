@@ -88,6 +88,7 @@ class Dialogue:
     response_logprobs: list[float] = dataclasses.field(default_factory=list)
     turns: list[AgentTurn] = dataclasses.field(default_factory=list)
     step: StepResult | None = None
+    env_steps: int = 0
     ended_by: str = ""
     simulator_failure: str | None = None
     scoring_skipped: int = 0
@@ -190,6 +191,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         dialogue.messages.append({"role": "assistant", "content": turn.text})
         try:
             with simple_timer("tool_calls", dialogue.metrics):
+                dialogue.env_steps += 1
                 dialogue.step = await dialogue.environment.step(turn.action)
         except SimulatorFailure as failure:
             dialogue.simulator_failure = failure.reason
@@ -284,6 +286,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             "scoring_tokens": dialogue.scoring_tokens,
             "scoring_requests": dialogue.scoring_requests,
             "step_rewards": [turn.step_reward for turn in dialogue.turns],
+            "env_steps": dialogue.env_steps,
             "env_score": outcome,
             "ended_by": dialogue.ended_by,
             "simulator_failure": dialogue.simulator_failure,
