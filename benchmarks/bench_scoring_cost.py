@@ -16,33 +16,12 @@ It also checks that scoring adds no user or environment calls: the same dialogue
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-import pandas as pd
-
+from infopo_verl.demo import DEFAULT_OVERRIDES
 from infopo_verl.envs.clarify import generate_rows
-from infopo_verl.local.pipeline import LocalPipeline, compose_config, load_batch
-from infopo_verl.local.server import LocalLLMServer
+from infopo_verl.local.pipeline import run_dialogues
 from infopo_verl.local.tiny import trained_model
 
-OVERRIDES = [
-    "data.max_prompt_length=512",
-    "actor_rollout_ref.rollout.prompt_length=512",
-    "actor_rollout_ref.rollout.response_length=384",
-    "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=6",
-    "algorithm.infopo.max_tokens_per_turn=48",
-]
-
-
-def rollout(model_path: str, data_file: Path, overrides: list[str]):
-    config = compose_config(model_path, [*OVERRIDES, *overrides])
-    server = LocalLLMServer(model_path, max_model_len=896, seed=0)
-    pipeline = LocalPipeline(config, server)
-    try:
-        return pipeline.rollout(load_batch(config, [data_file], pipeline.tokenizer))
-    finally:
-        pipeline.close()
 
 
 def cost(batch) -> tuple[int, int, int]:
@@ -76,24 +55,22 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=4)
     args = parser.parse_args()
     model_path = trained_model()
-    with tempfile.TemporaryDirectory() as scratch:
-        data_file = Path(scratch) / "clarify.parquet"
-        pd.DataFrame(generate_rows(args.prompts, seed=11, split="test")).to_parquet(data_file)
-        n = f"actor_rollout_ref.rollout.n={args.rollouts}"
-        for temperature in (1.0, 0.6):
-            batch = rollout(model_path, data_file, [n, f"actor_rollout_ref.rollout.temperature={temperature}"])
-            submitted, reference, measured = cost(batch)
-            print(
-                f"temperature {temperature}: {measured} measured turns, {submitted / max(measured, 1):.1f} tokens "
-                f"submitted per turn vs {reference / max(measured, 1):.1f} for the released scheme: "
-                f"ratio {submitted / max(reference, 1):.3f}"
-            )
-            if temperature == 1.0:
-                baseline = rollout(model_path, data_file, [n, "algorithm.infopo.info_gain=false",
-                                                           "algorithm.adv_estimator=grpo"])
-                with_scoring, without = interactions(batch), interactions(baseline)
-                print(f"  environment steps / user replies with scoring {with_scoring}, without {without}: "
-                      f"{'identical' if with_scoring == without else 'DIFFERENT'}")
+    rows = generate_rows(args.prompts, seed=11, split="test")
+    settings = [*DEFAULT_OVERRIDES, f"actor_rollout_ref.rollout.n={args.rollouts}"]
+    for temperature in (1.0, 0.6):
+        _, batch = run_dialogues(model_path, rows, [*settings, f"actor_rollout_ref.rollout.temperature={temperature}"])
+        submitted, reference, measured = cost(batch)
+        print(
+            f"temperature {temperature}: {measured} measured turns, {submitted / max(measured, 1):.1f} tokens "
+            f"submitted per turn vs {reference / max(measured, 1):.1f} for the released scheme: "
+            f"ratio {submitted / max(reference, 1):.3f}"
+        )
+        if temperature == 1.0:
+            baseline_settings = [*settings, "algorithm.infopo.info_gain=false", "algorithm.adv_estimator=grpo"]
+            _, baseline = run_dialogues(model_path, rows, baseline_settings)
+            with_scoring, without = interactions(batch), interactions(baseline)
+            print(f"  environment steps / feedback messages with scoring {with_scoring}, without {without}: "
+                  f"{'identical' if with_scoring == without else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,6 @@ what, the information gain r_t of every turn and the advantage its tokens receiv
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
-
-import pandas as pd
 
 DEFAULT_OVERRIDES = (
     # Small enough for a CPU, large enough for a few questions and an answer per dialogue.
@@ -24,33 +20,20 @@ DEFAULT_OVERRIDES = (
     "actor_rollout_ref.rollout.response_length=384",
     "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=6",
     "algorithm.infopo.max_tokens_per_turn=48",
-    "actor_rollout_ref.rollout.temperature=1.0",
 )
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from infopo_verl.credit import credit_view, format_dialogue
     from infopo_verl.envs.clarify import generate_rows
-    from infopo_verl.local.pipeline import LocalPipeline, compose_config, load_batch
-    from infopo_verl.local.server import LocalLLMServer
+    from infopo_verl.local.pipeline import run_dialogues
     from infopo_verl.local.tiny import trained_model
 
     model_path = args.model or str(trained_model(cache_dir=args.cache_dir))
     overrides = [*DEFAULT_OVERRIDES, f"actor_rollout_ref.rollout.n={args.rollouts}", *args.overrides]
-    config = compose_config(model_path, overrides)
-    max_model_len = config.actor_rollout_ref.rollout.prompt_length + config.actor_rollout_ref.rollout.response_length
-
-    with tempfile.TemporaryDirectory() as scratch:
-        data_file = Path(scratch) / "clarify.parquet"
-        pd.DataFrame(generate_rows(args.prompts, seed=args.seed, split="test")).to_parquet(data_file)
-        server = LocalLLMServer(model_path, max_model_len=max_model_len, seed=args.seed)
-        pipeline = LocalPipeline(config, server)
-        try:
-            batch = load_batch(config, [data_file], pipeline.tokenizer)
-            print(f"rolling out {len(batch)} dialogues ({args.prompts} prompts x {args.rollouts}) on the CPU ...")
-            batch = pipeline.advantages(pipeline.rollout(batch))
-        finally:
-            pipeline.close()
+    rows = generate_rows(args.prompts, seed=args.seed, split="test")
+    print(f"rolling out {args.prompts} tasks x {args.rollouts} dialogues on the CPU with {model_path} ...")
+    config, batch = run_dialogues(model_path, rows, overrides, seed=args.seed)
 
     dialogues = credit_view(batch, config.algorithm)
     for dialogue in dialogues:

@@ -21,12 +21,14 @@ the benchmarks:
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import ray
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
@@ -35,6 +37,7 @@ from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo.ray_trainer import compute_advantage
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
+from infopo_verl.local.server import LocalLLMServer
 from infopo_verl.rollout.output import InfoPOAgentLoopWorker
 
 CONFIG_MODULE = "infopo_verl.hydra_configs"
@@ -99,3 +102,25 @@ class LocalPipeline:
 
     def close(self) -> None:
         ray.kill(self.reward_worker)
+
+
+def run_dialogues(
+    model_path: str | Path, rows: Sequence[dict[str, Any]], overrides: Sequence[str] = (), *, seed: int = 0
+) -> tuple[DictConfig, DataProto]:
+    """Roll out ``rows`` (verl dataset rows) end to end on the CPU: config, rollout, reward, advantages.
+
+    Returns the composed config and the batch after ``compute_advantage``. The server's context length is the
+    rollout's ``prompt_length + response_length`` unless ``rollout.max_model_len`` is set.
+    """
+    config = compose_config(model_path, overrides)
+    rollout = config.actor_rollout_ref.rollout
+    max_model_len = int(rollout.get("max_model_len") or rollout.prompt_length + rollout.response_length)
+    with tempfile.TemporaryDirectory() as scratch:
+        data_file = Path(scratch) / "rows.parquet"
+        pd.DataFrame(list(rows)).to_parquet(data_file)
+        pipeline = LocalPipeline(config, LocalLLMServer(model_path, max_model_len=max_model_len, seed=seed))
+        try:
+            batch = pipeline.advantages(pipeline.rollout(load_batch(config, [data_file], pipeline.tokenizer)))
+        finally:
+            pipeline.close()
+    return config, batch

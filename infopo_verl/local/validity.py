@@ -1,0 +1,50 @@
+"""The signal-validity experiment: mean r_t with an informative versus an uninformative scripted user.
+
+Used by ``tests/rollout/test_signal_validity_on_cpu.py`` and ``benchmarks/bench_signal_validity.py``. Both runs
+use the same tasks, model and sampling seed; only the user's replies differ (``algorithm.infopo.env.uninformative``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+from infopo_verl.demo import DEFAULT_OVERRIDES
+from infopo_verl.envs.clarify import generate_rows
+from infopo_verl.local.pipeline import run_dialogues
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidityResult:
+    informative: list[float]
+    uninformative: list[float]
+
+    @property
+    def informative_mean(self) -> float:
+        return statistics.fmean(self.informative)
+
+    @property
+    def uninformative_mean(self) -> float:
+        return statistics.fmean(self.uninformative)
+
+    @property
+    def ratio(self) -> float:
+        """informative / uninformative mean; infinite when the uninformative mean is not positive."""
+        return self.informative_mean / self.uninformative_mean if self.uninformative_mean > 0 else float("inf")
+
+
+def measured_gains(batch) -> list[float]:
+    return [gain for record in batch.non_tensor_batch["infopo"] for gain in record["info_gain"] if gain is not None]
+
+
+def informative_vs_uninformative(model_path: str, prompts: int, rollouts: int, seed: int = 0) -> ValidityResult:
+    rows = generate_rows(prompts, seed=seed, split="test")
+    settings = [*DEFAULT_OVERRIDES, f"actor_rollout_ref.rollout.n={rollouts}"]
+    gains = {}
+    for uninformative in (False, True):
+        overrides = [*settings, f"+algorithm.infopo.env.uninformative={str(uninformative).lower()}"]
+        _, batch = run_dialogues(model_path, rows, overrides, seed=seed)
+        gains[uninformative] = measured_gains(batch)
+        if not gains[uninformative]:
+            raise RuntimeError(f"no turn was measured (uninformative={uninformative}): dialogues too short?")
+    return ValidityResult(informative=gains[False], uninformative=gains[True])
