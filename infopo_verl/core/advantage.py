@@ -24,7 +24,8 @@ How this departs from a literal per-token implementation, and why:
   float64 also makes a tied group's mean exactly its common value: its advantage is exactly 0 instead of a
   float32 rounding residue divided by eps (which would be of order 1e-2). verl's own GRPO keeps that residue for
   ties at values such as 0.1; for outcomes in {0, 1} both agree to the bit.
-- The fused advantage is built per turn and broadcast onto tokens with one gather.
+- The fused advantage is built per turn and written onto its tokens with one cumulative sum (no dense per-token
+  turn index); the outcome is summed from the nonzero rewards only.
 """
 
 from __future__ import annotations
@@ -131,9 +132,15 @@ def infopo_advantages(
     turn_group = groups[layout.row]  # [n]
 
     # Outcome R: every position except the non-final turn ends, summed on its own (never total minus r_t).
-    outcome_rewards = token_level_rewards.clone()  # [bs, L]
-    outcome_rewards[layout.row[nonfinal], layout.end[nonfinal]] = 0
-    outcome = outcome_rewards.sum(dim=-1, dtype=f64)  # [bs]
+    # Rewards are sparse (one value per turn end plus the outcome), so only the nonzero entries are read.
+    length = token_level_rewards.shape[1]
+    reward_rows, reward_cols = token_level_rewards.nonzero(as_tuple=True)  # [m], row-major
+    reward_values = token_level_rewards[reward_rows, reward_cols].to(f64)  # [m]
+    turn_end_keys = layout.row[nonfinal] * length + layout.end[nonfinal]  # [n'] ascending
+    is_turn_end = torch.isin(reward_rows * length + reward_cols, turn_end_keys)  # [m]
+    outcome = torch.zeros(bs, dtype=f64, device=device).index_add_(
+        0, reward_rows[~is_turn_end], reward_values[~is_turn_end]
+    )  # [bs]
 
     count_r, mean_r, std_r = _group_stats(outcome, groups, num_groups)  # [G] each
     singleton = count_r < 2  # [G]; verl GRPO: singleton group -> mean 0, std 1
@@ -175,17 +182,20 @@ def infopo_advantages(
             info_scale = float(torch.clamp(ratio, max=1.0))
             info_advantage = info_advantage * info_scale
 
-    # Fuse per turn, then broadcast onto tokens: table[i, t] is the advantage of every token of turn t of row i.
+    # Fuse per turn, then write each turn's value onto its tokens: +v at its first token, -v after its last, and a
+    # cumulative sum along the response. Turns are disjoint and the running sum is back to exactly 0 between them
+    # (0 + v = v, v - v = 0), so every agent token gets exactly its turn's value and every other position 0.
+    # (torch's CPU cumsum runs sequentially along a row, accumulating in double; the driver calls this on CPU.)
     if intrinsic_only:
-        row_base = torch.zeros_like(outcome_advantage)
-        row_coef = torch.ones_like(row_gate)
+        turn_value = info_advantage  # [n]
     else:
-        row_base = outcome_advantage
-        row_coef = beta * row_gate
-    table = row_base.unsqueeze(-1).repeat(1, layout.max_turns + 1)  # [bs, T + 1]
-    table[layout.row, layout.number] += row_coef[layout.row] * info_advantage
-    advantages = table.to(token_level_rewards.dtype).gather(1, layout.turn_number)  # [bs, L]
-    advantages.mul_(layout.mask)
+        turn_value = outcome_advantage[layout.row] + beta * row_gate[layout.row] * info_advantage  # [n]
+    turn_value = turn_value.to(token_level_rewards.dtype)
+    advantages = torch.zeros_like(token_level_rewards)  # [bs, L]
+    advantages[layout.row, layout.start] = turn_value
+    closed = layout.end + 1 < length  # [n] a turn that runs to the last position needs no closing step
+    advantages[layout.row[closed], layout.end[closed] + 1] = -turn_value[closed]
+    advantages.cumsum_(dim=-1)
 
     return AdvantageBreakdown(
         advantages=advantages,
