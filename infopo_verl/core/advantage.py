@@ -23,7 +23,8 @@ How this departs from a literal per-token implementation, and why:
   a weight L_t), so the cost is a few passes over the (bs, response_length) tensors plus work on the turns only.
   float64 also makes a tied group's mean exactly its common value: its advantage is exactly 0 instead of a
   float32 rounding residue divided by eps (which would be of order 1e-2). verl's own GRPO keeps that residue for
-  ties at values such as 0.1; for outcomes in {0, 1} both agree to the bit.
+  ties at values such as 0.1. Elsewhere ``beta: 0`` equals verl's GRPO to float32 rounding (1-2 ulp: verl rounds
+  at every float32 step, this rounds once), and to the bit where verl's own arithmetic is exact.
 - The fused advantage is built per turn and written onto its tokens with one cumulative sum (no dense per-token
   turn index); the outcome is summed from the nonzero rewards only.
 """
