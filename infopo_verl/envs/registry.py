@@ -15,6 +15,14 @@ from infopo_verl.envs.base import Environment
 # family -> "module:Class". New families add one line here.
 FAMILIES: dict[str, str] = {
     "clarify": "infopo_verl.envs.clarify:ClarifyEnv",
+    "function": "infopo_verl.envs.userrl.function:FunctionEnv",
+    "telepathy": "infopo_verl.envs.userrl.telepathy:TelepathyEnv",
+    "turtle": "infopo_verl.envs.userrl.turtle:TurtleEnv",
+    "persuade": "infopo_verl.envs.userrl.persuade:PersuadeEnv",
+    "intention": "infopo_verl.envs.userrl.intention:IntentionEnv",
+    "travel": "infopo_verl.envs.userrl.travel:TravelEnv",
+    "search": "infopo_verl.envs.userrl.search:SearchEnv",
+    "tau": "infopo_verl.envs.userrl.tau:TauEnv",
 }
 
 

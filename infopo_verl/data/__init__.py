@@ -1,0 +1,1 @@
+"""Dataset preparation: ``infopo-verl prepare`` (see :mod:`infopo_verl.data.prepare`)."""
