@@ -11,8 +11,8 @@ only way to get the values is to ask. A scripted user answers exactly what is as
   ``extra_info.infopo.uninformative``) every question gets ``"I don't know."``: the same dialogues with feedback
   that carries no information, so the measured information gain r_t must come out smaller.
 
-The final answer is one line ``ANSWER: cuisine=thai; day=friday`` (see :func:`parse_answer`; ``,`` also separates
-pairs, spaces around ``=`` and a trailing ``.`` are tolerated, keys and values are compared case-insensitively). It
+The final answer is one line ``ANSWER: cuisine = thai; day = friday`` (see :func:`parse_answer`; ``,`` also
+separates pairs, spaces around ``=`` are optional and a trailing ``.`` is tolerated, keys and values are compared case-insensitively). It
 ends the dialogue. The outcome (``final_score``) is the share of hidden slots answered right, in [0, 1]; a missing
 or unparseable answer scores 0 and the reason is recorded in ``StepResult.info["answer_error"]``.
 
@@ -122,7 +122,7 @@ TEMPLATES: dict[str, Template] = {
 def system_prompt(slot_names: list[str]) -> str:
     """The task instructions: what to do, which fields the answer needs, and the exact answer format."""
     fields = ", ".join(slot_names)
-    example = "; ".join(f"{name}=<value>" for name in slot_names)
+    example = "; ".join(f"{name} = <value>" for name in slot_names)
     return (
         "You help a user with a vague request. Some details are missing. "
         "Ask the user short questions to find them out. "
@@ -138,8 +138,12 @@ def slot_reply(name: str, value: str) -> str:
 
 
 def format_answer(slots: Mapping[str, str]) -> str:
-    """The canonical final answer for ``slots``: ``ANSWER: cuisine=thai; day=friday``."""
-    return f"{ANSWER_MARKER} " + "; ".join(f"{name}={value}" for name, value in slots.items())
+    """The canonical final answer for ``slots``: ``ANSWER: cuisine = thai; day = friday``.
+
+    Spaces around ``=`` make each value the same token as in the user's reply (`` thai``), so a small model can
+    copy it; :func:`parse_answer` reads the unspaced form too.
+    """
+    return f"{ANSWER_MARKER} " + "; ".join(f"{name} = {value}" for name, value in slots.items())
 
 
 def parse_answer(text: str) -> dict[str, str]:
@@ -310,7 +314,8 @@ def generate_rows(n: int, seed: int, split: str, *, uninformative: bool = False)
     for index in range(n):
         template = TEMPLATES[rng.choice(template_names)]
         count = rng.randint(2, len(template.slots))
-        names = [name for name in template.slots if name in set(rng.sample(template.slots, count))]
+        chosen = set(rng.sample(template.slots, count))
+        names = [name for name in template.slots if name in chosen]  # keep the template's slot order
         slots = {name: rng.choice(SLOTS[name].values) for name in names}
         request = rng.choice(template.requests)
         slots_json = json.dumps(slots)
