@@ -35,8 +35,6 @@ ABSOLUTE_TOLERANCE = 0.01
 """Ours: an answer within this of the expected value is correct (the prompt asks for a single number)."""
 RELATIVE_TOLERANCE = 1e-4
 """Ours: for large expected values, a relative error below this is also correct."""
-MAX_EXPONENT = 64
-"""Ours: bounds ``x ** y`` so a crafted probe cannot make the interpreter build a huge number."""
 
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.Pow: operator.pow}
@@ -66,9 +64,10 @@ def evaluate_rule(rule: str, numbers: Sequence[float]) -> float:
             return -operand if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             left, right = visit(node.left), visit(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
-                raise ValueError(f"exponent {right} is larger than {MAX_EXPONENT}")
-            result = _BINARY[type(node.op)](left, right)
+            try:  # all operands are floats, so ``**`` overflows instead of building a huge integer
+                result = _BINARY[type(node.op)](left, right)
+            except OverflowError:
+                raise ValueError("the result is too large") from None
             if isinstance(result, complex) or not math.isfinite(result):
                 raise ValueError("the result is not a finite real number")
             return float(result)

@@ -147,6 +147,7 @@ class TravelEnv(UserRLEnvironment):
     def from_row(cls, row: Mapping[str, Any], user: UserSimulator | None, options: Mapping[str, Any]) -> TravelEnv:
         task = load_task(row, cls.family)
         task_id = require_field(task, "id", str, cls.family)
+        user = require_user(user, cls.family, "it plays the traveller and judges searches")
         db_path = (options or {}).get("travel_db_path")
         if not db_path:
             raise ValueError(
@@ -164,7 +165,7 @@ class TravelEnv(UserRLEnvironment):
         except (KeyError, TypeError) as error:
             raise ValueError(f"travel task {task_id!r} in {DB_KEY}: record lacks {error} "
                              f"(dimensions / preferences.<aspect>.best_id)") from None
-        return cls(record, require_user(user, cls.family, "it plays the traveller and judges searches"), options)
+        return cls(record, user, options)
 
     async def handle(self, choice: str, content: str) -> Handled:
         if choice == "search":
