@@ -9,7 +9,9 @@ only way to get the values is to ask. A scripted user answers exactly what is as
 - a question naming no known slot gets ``"I don't know."``;
 - in the *uninformative* variant (``algorithm.infopo.env.uninformative=true`` or the row's
   ``extra_info.infopo.uninformative``) every question gets ``"I don't know."``: the same dialogues with feedback
-  that carries no information, so the measured information gain r_t must come out smaller.
+  that carries no information, so the measured information gain r_t must come out smaller;
+- with ``algorithm.infopo.user.backend`` set to ``openai`` or ``policy``, that model plays the requester instead,
+  prompted with the hidden details (:func:`simulator_prompt`).
 
 The final answer is one line ``ANSWER: cuisine = thai; day = friday`` (see :func:`parse_answer`; ``,`` also
 separates pairs, spaces around ``=`` are optional and a trailing ``.`` is tolerated, keys and values are compared case-insensitively). It
@@ -48,6 +50,7 @@ __all__ = [
     "format_answer",
     "slot_reply",
     "system_prompt",
+    "simulator_prompt",
 ]
 
 DATA_SOURCE = "infopo_clarify"
@@ -131,6 +134,17 @@ def system_prompt(slot_names: list[str]) -> str:
     )
 
 
+def simulator_prompt(request: str, slots: Mapping[str, str]) -> str:
+    """System prompt for an LLM playing the requester: the hidden details, and to reveal only what is asked."""
+    details = "; ".join(f"{name} = {value}" for name, value in slots.items())
+    return (
+        f"You are a person who asked an assistant: \"{request}\" Your request is missing details that only you "
+        f"know: {details}. The assistant will ask you questions. Answer each in one short sentence, giving only the "
+        "details it asks about, in the form 'The <detail> is <value>.'. If it asks about something else, reply "
+        f"\"{DONT_KNOW}\" Never volunteer a detail that was not asked for."
+    )
+
+
 def slot_reply(name: str, value: str) -> str:
     """The scripted user's sentence giving one slot's value (``"The cuisine is thai."``)."""
     slot = SLOTS.get(name)
@@ -208,16 +222,23 @@ def _decode_slots(value: Any, field: str) -> dict[str, str]:
 class ClarifyEnv(Environment):
     """One clarify dialogue: answers questions from the hidden slots and scores the final answer.
 
-    The scripted rules here play the user; a configured ``UserSimulator`` is not consulted (the task's whole point
-    is that the information in each reply is exactly known).
+    With the ``scripted`` backend (``user is None``) the rules of :meth:`reply` play the user, so the information
+    in each reply is exactly known. With a configured simulator (``openai`` / ``policy``) the simulator plays the
+    requester from :func:`simulator_prompt`, which holds the hidden details and asks it to reveal only what is
+    asked; a failing simulator raises :class:`~infopo_verl.users.base.SimulatorFailure` (the rollout records it).
+    The uninformative variant never consults anyone.
     """
 
     family = "clarify"
 
-    def __init__(self, slots: Mapping[str, str], request: str = "", uninformative: bool = False):
+    def __init__(
+        self, slots: Mapping[str, str], request: str = "", uninformative: bool = False, user: UserSimulator | None = None
+    ):
         self.slots = dict(slots)
         self.request = request
         self.uninformative = uninformative
+        self.user = user
+        self.simulator_chat: list[dict[str, str]] = [{"role": "system", "content": simulator_prompt(request, slots)}]
         self.answer: dict[str, str] | None = None
         self.answer_error: str | None = None
         self.done = False
@@ -242,7 +263,7 @@ class ClarifyEnv(Environment):
             raise ValueError(f"extra_info.infopo.request must be text, got {request!r}")
         uninformative = _flag(task.get("uninformative"), "extra_info.infopo.uninformative")
         uninformative = _flag((options or {}).get("uninformative"), "algorithm.infopo.env.uninformative") or uninformative
-        return cls(slots, request=request, uninformative=uninformative)
+        return cls(slots, request=request, uninformative=uninformative, user=user)
 
     def reply(self, question: str) -> str:
         """The scripted user's answer to one question (no state change)."""
@@ -264,7 +285,13 @@ class ClarifyEnv(Environment):
         if action.choice == "answer" or ANSWER_MARKER.lower() in text.lower():
             return self._finish(text)
         asked = [] if self.uninformative else _asked_slots(text, list(self.slots))
-        return StepResult(feedback=self.reply(text), done=False, info={"asked_slots": asked})
+        if self.user is None or self.uninformative:
+            return StepResult(feedback=self.reply(text), done=False, info={"asked_slots": asked})
+        # The simulator sees the dialogue from the requester's side: the agent's questions are its "user" turns.
+        self.simulator_chat.append({"role": "user", "content": text})
+        answer = (await self.user.reply(list(self.simulator_chat))).strip()
+        self.simulator_chat.append({"role": "assistant", "content": answer})
+        return StepResult(feedback=answer, done=False, info={"asked_slots": asked, "simulated": True})
 
     def _finish(self, text: str) -> StepResult:
         self.done = True
