@@ -22,16 +22,17 @@ infopo_abspath() {
     if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi
 }
 
-# infopo_prepare_data TASK OUT_DIR: write OUT_DIR/{train,test}.parquet with `infopo-verl prepare TASK` unless both
-# exist. A dry run only composes the config, so it never writes data.
+# infopo_prepare_data TASK OUT_DIR [PREPARE ARGS...]: write OUT_DIR/{train,test}.parquet with
+# `infopo-verl prepare TASK` unless both exist. A dry run only composes the config, so it never writes data.
 infopo_prepare_data() {
     local task=$1 out_dir=$2
+    shift 2
     if infopo_is_dry_run || [[ -f $out_dir/train.parquet && -f $out_dir/test.parquet ]]; then
         return 0
     fi
     echo "[recipe] preparing the '$task' data in $out_dir" >&2
     # The module form, not the console script, so the data is written by the same interpreter that trains.
-    "$PYTHON" -m infopo_verl.cli prepare "$task" --out "$out_dir"
+    "$PYTHON" -m infopo_verl.cli prepare "$task" --out "$out_dir" "$@"
 }
 
 # infopo_main_ppo OVERRIDES...: verl's own entry point on infopo_trainer.yaml; the last override wins.

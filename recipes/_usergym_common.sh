@@ -12,8 +12,11 @@ MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-7B-Instruct}
 TEMPERATURE=${TEMPERATURE:-1.0}
 N_GPUS=${N_GPUS:-4}
 NNODES=${NNODES:-1}
-# Written by `infopo-verl prepare userrl` when absent.
+# Written by `infopo-verl prepare userrl` when absent, from UserRL's data in USERRL_SOURCE (a checkout of
+# SalesforceAIResearch/UserRL, Apache-2.0, holding data/ and gyms/). Tau rows are left out (counted and printed): tau-bench is not on PyPI and its bridge is not
+# written yet, so the mix is the paper's without Tau (1926 of 2426 training rows).
 DATA_DIR=${DATA_DIR:-data/userrl}
+USERRL_SOURCE=${USERRL_SOURCE:-data/UserRL}
 # vLLM layout: tensor parallel size per rollout replica, and the share of GPU memory vLLM may take.
 ROLLOUT_TP=${ROLLOUT_TP:-2}
 GPU_MEMORY_UTILIZATION=${GPU_MEMORY_UTILIZATION:-0.6}
@@ -44,7 +47,7 @@ if ! infopo_is_dry_run && [[ $USER_BACKEND == openai && -z $USER_BASE_URL && -z 
 fi
 
 DATA_DIR=$(infopo_abspath "$DATA_DIR")
-infopo_prepare_data userrl "$DATA_DIR"
+infopo_prepare_data userrl "$DATA_DIR" --source "$USERRL_SOURCE" --exclude-family tau
 
 # Read by the recipes that source this file.
 # shellcheck disable=SC2034

@@ -1,6 +1,6 @@
 """``infopo-verl prepare``: write the parquet rows the ``infopo_user`` agent loop runs.
 
-``prepare userrl --source ../shared/data/userrl --out data/userrl`` converts UserRL's verl-format parquet files
+``prepare userrl --source <UserRL data root> --out data/userrl`` converts UserRL's verl-format parquet files
 (``data/<dataset>/<split>.parquet``) and the gyms' JSON task files (``gyms/*/…/data/*.json``) into rows of the
 same shape that also carry what our environments need:
 
@@ -37,7 +37,10 @@ EXPECTED_MIXES: dict[str, dict[str, int]] = {
     "alltest_multiturn/test": {"travel": 232, "tau": 82, "search": 62, "function": 50, "turtle": 48, "persuade": 42,
                                "telepathy": 41, "intention": 40},
 }
-"""Rows per family of the InfoPO paper's mixes (source: UserRL's data at cf55a30, ``../shared/data/README.md``)."""
+"""Rows per family of the InfoPO paper's mixes (source: UserRL's data at commit cf55a30)."""
+
+PAPER_MIX_FILES = {"train.parquet": "alltrain_multiturn/train", "test.parquet": "alltest_multiturn/test"}
+"""The mixes the paper trains and evaluates on, also written at the top of ``--out`` (what the recipes read)."""
 
 # family -> JSON task files it reads, relative to the source's gyms/ folder
 TASK_FILES = {
@@ -263,9 +266,14 @@ def convert_userrl(
                     continue
                 families[family] += 1
                 converted.append(new_row)
-            if not converted:
-                raise PrepareError(f"{path}: no rows left after --exclude-family {', '.join(sorted(exclude))}")
+            if not converted:  # every row of this file belongs to an excluded family: nothing to write
+                report[name] = {"families": families, "dropped": dropped, "rows": 0}
+                echo(_summary(name, families, dropped) + "; no file written")
+                continue
             _write_parquet(converted, out / dataset / f"{path.stem}.parquet")
+            for mix_file, mix_name in PAPER_MIX_FILES.items():
+                if name == mix_name:
+                    _write_parquet(converted, out / mix_file)
             report[name] = {"families": families, "dropped": dropped, "rows": len(converted)}
             echo(_summary(name, families, dropped))
             expected = EXPECTED_MIXES.get(name)
@@ -326,8 +334,8 @@ def register_cli(subparsers: Any) -> None:
                                    description=__doc__.split("\n\n")[0])
     kinds = parser.add_subparsers(dest="prepare_kind", required=True, metavar="SOURCE")
     userrl = kinds.add_parser("userrl", help="convert UserRL's UserGym data (parquet + gyms' JSON task files)")
-    userrl.add_argument("--source", default="../shared/data/userrl",
-                        help="UserRL's data root, holding data/ and gyms/ (default: %(default)s)")
+    userrl.add_argument("--source", required=True,
+                        help="UserRL's data root, holding data/ and gyms/ (SalesforceAIResearch/UserRL, Apache-2.0)")
     userrl.add_argument("--out", default="data/userrl", help="output folder (default: %(default)s)")
     userrl.add_argument("--datasets", nargs="+", metavar="NAME",
                         help="datasets under SOURCE/data to convert (default: all, e.g. alltrain_multiturn "

@@ -144,3 +144,18 @@ def test_synthetic_writes_the_builtin_clarify_task(tmp_path, capsys):
     assert {row["extra_info"]["infopo"]["env"] for row in train + test} == {"clarify"}
     main(["prepare", "synthetic", "--out", str(tmp_path / "again"), "--train", "6", "--test", "3", "--seed", "7"])
     assert read(tmp_path / "again" / "train.parquet") == train
+
+
+def test_paper_mixes_land_at_the_top_of_out_and_excluded_families_are_counted(tmp_path, capsys):
+    """The recipes read OUT/train.parquet and OUT/test.parquet; Tau (not runnable here) is dropped with counts."""
+    out = tmp_path / "userrl"
+    args = ["prepare", "userrl", "--source", str(USERRL), "--out", str(out), "--no-progress", "--exclude-family", "tau"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "alltrain_multiturn/train: 1926 rows" in printed and "dropped by --exclude-family: tau 500" in printed
+    assert "tau_multiturn/train: 0 rows" in printed and "no file written" in printed
+    train, test = read(out / "train.parquet"), read(out / "test.parquet")
+    assert len(train) == 1926 and len(test) == 515
+    assert train == read(out / "alltrain_multiturn" / "train.parquet")
+    assert not any(json.loads(row["extra_info"]["infopo"]["task"]) is None for row in train[:5])
+    assert {row["extra_info"]["infopo"]["env"] for row in train} == {"travel", "turtle", "persuade", "function"}
