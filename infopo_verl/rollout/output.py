@@ -9,7 +9,7 @@ instead, so any stock estimator (gae, reinforce_plus_plus, rloo, ...) sees a sha
   ``rm_scores`` there; :class:`InfoPOAgentLoopOutput` adds the turn values right after.
 - legacy trainer (``trainer.use_v1=false``): ``AgentLoopWorker._postprocess`` builds ``rm_scores`` for the padded
   batch; :class:`InfoPOAgentLoopWorker` adds the turn values after it. Select it with
-  ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=infopo_verl.rollout.output.InfoPOAgentLoopManager``.
+  ``+actor_rollout_ref.rollout.agent.agent_loop_manager_class=infopo_verl.rollout.output.InfoPOAgentLoopManager``.
 """
 
 from __future__ import annotations
