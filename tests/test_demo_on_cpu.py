@@ -1,0 +1,26 @@
+"""``infopo-verl demo`` as a user runs it (a real subprocess), on a tiny local model: dialogues through verl's
+workers, then the per-turn credit table for every dialogue."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from infopo_verl.local.tiny import build_model, build_tokenizer
+
+
+def test_demo_prints_a_credit_table_per_dialogue(tmp_path):
+    build_model(tmp_path, build_tokenizer(tmp_path))
+    command = [str(Path(sys.executable).with_name("infopo-verl")), "demo", "--model", str(tmp_path),
+               "--prompts", "1", "--rollouts", "2", "algorithm.infopo.beta=0.25"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    headers = re.findall(r"^dialogue (\d+) \(group \w+\): R = [\d.]+, A_ext = [+-][\d.]+, gate = [\d.]+", out, re.M)
+    assert headers == ["0", "1"]
+    assert out.count("agent said") == 2 and out.count("user said") == 2
+    measured = int(re.search(r"^(\d+) turns measured; mean r_t = [+-][\d.]+$", out, re.M).group(1))
+    rows_with_gain = re.findall(r"^\s+\d+\s.*\s[+-]\d\.\d{4}\s+[+-]\d\.\d{3}\s+[+-]\d\.\d{3}$", out, re.M)
+    assert measured == len(rows_with_gain) and measured > 0
