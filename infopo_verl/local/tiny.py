@@ -9,10 +9,12 @@
 - :func:`build_model`: an untrained ``Qwen2ForCausalLM`` (2 layers, hidden 128) saved with the tokenizer in one
   directory, with ``architectures`` in config.json (verl's ``HFModelConfig`` asserts it) and a generation config
   whose eos ids are ``<|im_end|>`` and ``<|endoftext|>`` (as Qwen2.5-Instruct's).
-- :func:`trained_model`: that model trained for a minute or two on synthetic clarify dialogues played against the
-  real :class:`~infopo_verl.envs.clarify.ClarifyEnv` user (ask about the slots, then copy the user's values into
-  the ``ANSWER:`` line; a fifth of the dialogues have a user who knows nothing, so the agent must guess). Its final
-  answer therefore depends on the feedback, which is what information gain measures. Cached by a hash of the recipe.
+- :func:`trained_model`: that model trained for about a minute and a half on CPU: first on short "answer drills"
+  (the user's value sentences, then the ``ANSWER:`` line), which teach it to copy values, then on synthetic clarify
+  dialogues played against the real :class:`~infopo_verl.envs.clarify.ClarifyEnv` user (ask about the slots, then
+  copy the user's values into the ``ANSWER:`` line; a fifth of the dialogues have a user who knows nothing, so the
+  agent must guess). Its final answer therefore depends on the feedback, which is what information gain measures.
+  Cached by a hash of the recipe.
 """
 
 from __future__ import annotations
@@ -170,8 +172,8 @@ def build_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
 
 
 def _model_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
-    # Ours: 2 layers x hidden 128 (~0.5M parameters) is enough to learn "copy the value the user said" in a
-    # minute on 2 CPU cores, and small enough that every test forward pass is milliseconds.
+    # Ours: 2 layers x hidden 128 (~0.4M parameters) learns "copy the value the user said" in ~75 s on 2 CPU cores
+    # (with the drills of _RECIPE), and is small enough that every test forward pass is milliseconds.
     return Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=128,
@@ -251,6 +253,22 @@ def synthetic_dialogue(row: dict[str, Any], rng: random.Random) -> list[dict[str
     return messages
 
 
+def _answer_drill(row: dict[str, Any], rng: random.Random) -> list[dict[str, str]]:
+    """A short copying exercise for ``row``: one user message with every slot's value sentence, in shuffled order
+    (``"The day is monday. The cuisine is thai."``), then the assistant's ``ANSWER:`` line in the task's slot order.
+
+    No system prompt and no questions, so the sequence is ~40 tokens and almost every trained token is a copy; the
+    shuffle makes the model find each value by its slot name rather than by its position.
+    """
+    env = ClarifyEnv.from_row(row, None, {})
+    order = list(env.slots)
+    rng.shuffle(order)
+    return [
+        {"role": "user", "content": " ".join(slot_reply(name, env.slots[name]) for name in order)},
+        {"role": "assistant", "content": format_answer(env.slots)},
+    ]
+
+
 def render_training_dialogue(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """Token ids of ``messages`` and a loss mask that is 1 on what the agent generates.
 
@@ -279,17 +297,29 @@ def render_training_dialogue(tokenizer: PreTrainedTokenizerFast, messages: list[
 # --- training ------------------------------------------------------------------------------------------------------
 
 _RECIPE = {
-    "version": 1,
+    "version": 3,
+    "drills": 4000,
+    "drill_steps": 400,
+    "drill_batch_size": 32,
     "dialogues": 6000,
     "uninformative_share": 0.2,
-    "steps": 800,
+    "steps": 900,
     "batch_size": 16,
-    "learning_rate": 5e-3,
+    "value_weight": 3.0,
+    "learning_rate": 3e-3,
     "warmup_steps": 50,
     "weight_decay": 0.01,
     "grad_clip": 1.0,
 }
-"""Ours: the smallest budget (about a minute on 2 CPU cores) after which the model copies the user's values."""
+"""Ours, measured on 2 CPU cores: ``drill_steps`` steps on answer drills then the rest (``steps`` in all) on
+dialogues, the copied value tokens of the ANSWER line weighted ``value_weight`` in the loss; about 80 s of training
+(90 s with building the data). Greedy final-answer slot accuracy on 40 held-out tasks (every slot asked, then the
+answer; ``tests/local/test_trained_model_on_cpu.py``): 0.94 with informative replies, 0.28 with "I don't know."
+replies (blind guessing). Variants measured on the way: the version-1 recipe (800 dialogue steps at lr 5e-3, no
+drills) stayed at chance (~0.26-0.30), as did 1200 dialogue steps at lr 2e-3 with value weighting and 600 steps
+with 8 heads; drills without value weighting reached ~0.5; up-weighting guessed values too (0.97 accuracy) made
+the model's guesses depend on which uninformative text the user sent, raising the uninformative information gain;
+a 0.3 uninformative share with 1000 steps gave 0.95 accuracy but no better signal-validity ratio."""
 
 
 def _training_data(tokenizer: PreTrainedTokenizerFast, seed: int) -> list[tuple[list[int], list[int]]]:
@@ -300,6 +330,31 @@ def _training_data(tokenizer: PreTrainedTokenizerFast, seed: int) -> list[tuple[
     )
     rng = random.Random(f"infopo-tiny-dialogues:{seed}")
     return [render_training_dialogue(tokenizer, synthetic_dialogue(row, rng)) for row in rows]
+
+
+def _drill_data(tokenizer: PreTrainedTokenizerFast, seed: int) -> list[tuple[list[int], list[int]]]:
+    rng = random.Random(f"infopo-tiny-drills:{seed}")
+    rows = generate_rows(_RECIPE["drills"], seed, "tiny-drills")
+    return [render_training_dialogue(tokenizer, _answer_drill(row, rng)) for row in rows]
+
+
+def _loss_weights(tokenizer: PreTrainedTokenizerFast, ids: list[int], mask: list[int]) -> list[float]:
+    """``mask`` as floats, with ``value_weight`` on the copied value tokens of ANSWER lines: tokens after `` =`` (up
+    to ``;``) that the user already said. Guessed values keep weight 1, so the model's guesses stay close to uniform
+    whatever the uninformative reply was (their spread would otherwise show up as information gain)."""
+    equals, separator = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(" =") + tokenizer.tokenize(";"))
+    weights, in_value, heard = [float(flag) for flag in mask], False, set()
+    for position, (token, flag) in enumerate(zip(ids, mask)):
+        if not flag:
+            heard.add(token)
+            in_value = False
+        elif token in (separator, tokenizer.eos_token_id):
+            in_value = False
+        elif token == equals:
+            in_value = True
+        elif in_value and token in heard:
+            weights[position] = _RECIPE["value_weight"]
+    return weights
 
 
 def _recipe_hash(tokenizer: PreTrainedTokenizerFast, data: list[tuple[list[int], list[int]]], seed: int) -> str:
@@ -314,7 +369,7 @@ def _recipe_hash(tokenizer: PreTrainedTokenizerFast, data: list[tuple[list[int],
 
 
 def trained_model(cache_dir: str | os.PathLike = ".cache/infopo-tiny", seed: int = 0) -> str:
-    """Path of the tiny model trained on synthetic clarify dialogues; trains it (about a minute) on first use.
+    """Path of the tiny model trained on synthetic clarify dialogues; trains it (about 1.5 minutes on 2 CPU cores) on first use.
 
     The directory is ``<cache_dir>/clarify-<hash>``, the hash covering the recipe, the tokenizer, the model config
     and every training token, so a changed recipe trains afresh and an unchanged one returns at once. Training
@@ -327,14 +382,14 @@ def trained_model(cache_dir: str | os.PathLike = ".cache/infopo-tiny", seed: int
         tokenizer = build_tokenizer(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    data = _training_data(tokenizer, seed)
-    target = cache / f"clarify-{_recipe_hash(tokenizer, data, seed)}"
+    drills, data = _drill_data(tokenizer, seed), _training_data(tokenizer, seed)
+    target = cache / f"clarify-{_recipe_hash(tokenizer, drills + data, seed)}"
     if (target / "config.json").exists():
         return str(target)
     staging = Path(tempfile.mkdtemp(prefix="training-", dir=cache))
     try:
         model = build_model(staging, tokenizer, seed=seed)
-        _train(model, tokenizer, data, seed)
+        _train(model, tokenizer, drills, data, seed)
         model.eval()
         _save(model, tokenizer, staging)
         try:
@@ -347,9 +402,10 @@ def trained_model(cache_dir: str | os.PathLike = ".cache/infopo-tiny", seed: int
     return str(target)
 
 
-def _train(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, data: list[tuple[list[int], list[int]]],
-           seed: int) -> None:
-    """Masked next-token cross-entropy on the agent's tokens, AdamW with linear warm-up and cosine decay."""
+def _train(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, drills: list[tuple[list[int], list[int]]],
+           data: list[tuple[list[int], list[int]]], seed: int) -> None:
+    """Weighted next-token cross-entropy on the agent's tokens (:func:`_loss_weights`, averaged over the agent's
+    tokens), AdamW with linear warm-up and cosine decay; the first ``drill_steps`` batches are drills."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=_RECIPE["learning_rate"], weight_decay=_RECIPE["weight_decay"])
     steps, warmup = _RECIPE["steps"], _RECIPE["warmup_steps"]
@@ -360,18 +416,24 @@ def _train(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, data: li
     model.train()
     started = time.monotonic()
     pad = tokenizer.pad_token_id
+    drill_weights = [_loss_weights(tokenizer, ids, mask) for ids, mask in drills]
+    data_weights = [_loss_weights(tokenizer, ids, mask) for ids, mask in data]
     print(f"[infopo tiny] training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model "
-          f"on {len(data)} clarify dialogues for {steps} steps", flush=True)
+          f"on {len(drills)} answer drills for {_RECIPE['drill_steps']} steps, then {len(data)} clarify dialogues "
+          f"({steps} steps in all)", flush=True)
     for step in range(steps):
-        picks = torch.randint(len(data), (_RECIPE["batch_size"],), generator=generator).tolist()
-        length = max(len(data[i][0]) for i in picks)
+        drilling = step < _RECIPE["drill_steps"]
+        source, source_weights = (drills, drill_weights) if drilling else (data, data_weights)
+        batch_size = _RECIPE["drill_batch_size"] if drilling else _RECIPE["batch_size"]
+        picks = torch.randint(len(source), (batch_size,), generator=generator).tolist()
+        length = max(len(source[i][0]) for i in picks)
         input_ids = torch.full((len(picks), length), pad, dtype=torch.long)  # [bs, L], right padded
-        loss_mask = torch.zeros((len(picks), length), dtype=torch.float)  # [bs, L]
+        loss_mask = torch.zeros((len(picks), length), dtype=torch.float)  # [bs, L], loss weights
         attention_mask = torch.zeros((len(picks), length), dtype=torch.long)  # [bs, L]
         for row, index in enumerate(picks):
-            ids, mask = data[index]
+            ids = source[index][0]
             input_ids[row, : len(ids)] = torch.tensor(ids)
-            loss_mask[row, : len(ids)] = torch.tensor(mask, dtype=torch.float)
+            loss_mask[row, : len(ids)] = torch.tensor(source_weights[index], dtype=torch.float)
             attention_mask[row, : len(ids)] = 1
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [bs, L, vocab]
         # position j predicts token j+1: the mask of the predicted token decides whether it is trained
@@ -379,12 +441,12 @@ def _train(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, data: li
             logits[:, :-1].reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1), reduction="none"
         ).view(len(picks), length - 1)  # [bs, L-1]
         target_mask = loss_mask[:, 1:]  # [bs, L-1]
-        loss = (token_loss * target_mask).sum() / target_mask.sum().clamp(min=1)
+        loss = (token_loss * target_mask).sum() / (target_mask > 0).sum().clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), _RECIPE["grad_clip"])
         optimizer.step()
         schedule.step()
         if step % 100 == 0 or step == steps - 1:
-            print(f"[infopo tiny] step {step + 1}/{steps} loss {loss.item():.4f} "
+            print(f"[infopo tiny] step {step + 1}/{steps} {'drill' if drilling else 'dialogue'} loss {loss.item():.4f} "
                   f"({time.monotonic() - started:.0f}s)", flush=True)
