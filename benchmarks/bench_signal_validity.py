@@ -4,7 +4,8 @@ The method rests on it: the information gain of a turn should be clearly higher 
 the missing detail ("The cuisine is thai.") than when it carries none ("I don't know."). This script rolls out
 the same clarify tasks twice with the tiny model trained on the spot (whose final answer copies what the user
 said), once with the informative scripted user and once with the uninformative one, through verl's workers on
-the CPU, and prints the mean r_t of each and their ratio.
+the CPU (agent temperature 0.5, see ``infopo_verl/local/validity.py``), and prints the mean r_t of each, their
+difference and their ratio.
 
     .venv/bin/python benchmarks/bench_signal_validity.py [--prompts 6] [--rollouts 3]
 """
@@ -26,7 +27,8 @@ def main() -> None:
     result = informative_vs_uninformative(trained_model(), args.prompts, args.rollouts, seed=args.seed)
     print(f"informative user:   mean r_t = {result.informative_mean:+.4f} over {len(result.informative)} turns")
     print(f"uninformative user: mean r_t = {result.uninformative_mean:+.4f} over {len(result.uninformative)} turns")
-    print(f"ratio informative / uninformative = {result.ratio:.1f}")
+    print(f"difference = {result.informative_mean - result.uninformative_mean:+.4f}, "
+          f"ratio informative / uninformative = {result.ratio:.1f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from infopo_verl.local.validity import informative_vs_uninformative
 def test_informative_feedback_has_clearly_higher_information_gain():
     result = informative_vs_uninformative(trained_model(), prompts=4, rollouts=3, seed=0)
     assert len(result.informative) >= 10 and len(result.uninformative) >= 10
-    assert result.informative_mean > 0
-    assert result.informative_mean > 3 * max(result.uninformative_mean, 0.0)
-    assert result.informative_mean - result.uninformative_mean > 0.005
+    # Measured: +0.179 against -0.002 (4 tasks x 3 rollouts, seed 0). The bounds leave room for another CPU's
+    # floating-point order, not for a signal that is gone.
+    assert result.informative_mean > 0.05
+    assert result.informative_mean > 5 * max(result.uninformative_mean, 0.0)
+    assert result.informative_mean - result.uninformative_mean > 0.05
