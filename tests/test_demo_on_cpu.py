@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infopo_verl.local.tiny import build_model, build_tokenizer
+from testkit.tiny import tiny_model_path
 
 
 def test_demo_prints_a_credit_table_per_dialogue(tmp_path):
-    build_model(tmp_path, build_tokenizer(tmp_path))
-    command = [str(Path(sys.executable).with_name("infopo-verl")), "demo", "--model", str(tmp_path),
+    command = [str(Path(sys.executable).with_name("infopo-verl")), "demo", "--model", tiny_model_path(tmp_path),
                "--prompts", "1", "--rollouts", "2", "algorithm.infopo.beta=0.25"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

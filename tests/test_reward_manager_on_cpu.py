@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from testkit.tiny import tiny_model_path
 from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
 from infopo_verl.cli import main
 from infopo_verl.local.pipeline import compose_config, run_dialogues
-from infopo_verl.local.tiny import build_model, build_tokenizer
 from infopo_verl.reward_manager import EXTRA_INFO_KEYS
 
 USERRL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "userrl"
@@ -28,9 +28,7 @@ USERRL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "userr
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny")
-    build_model(path, build_tokenizer(path), seed=0)
-    return str(path)
+    return tiny_model_path(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.skipif(not USERRL.is_dir(), reason=f"UserRL data folder {USERRL} is absent")

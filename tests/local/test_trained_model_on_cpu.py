@@ -50,7 +50,7 @@ async def test_sampled_first_turns_are_finished_and_on_task():
     tokenizer = AutoTokenizer.from_pretrained(path)
     server = LocalLLMServer(path, 1024, seed=0)
     row = generate_rows(1, seed=9, split="held-out")[0]
-    env = ClarifyEnv.from_row(row, None, {})
+    ClarifyEnv.from_row(row, None, {})  # the row is a valid clarify task
     prompt_ids = list(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=False))
     for index in range(4):
         output = await server.generate(f"first-{index}", prompt_ids=prompt_ids,

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from testkit.tiny import tiny_model_path
 from verl.experimental.agent_loop.agent_loop import (
     AgentLoopWorker,
     DictConfigWrap,
@@ -23,11 +24,9 @@ from verl.experimental.agent_loop.agent_loop import (
     _agent_loop_registry,
 )
 
-from infopo_verl.envs.base import Action
 from infopo_verl.envs.clarify import ClarifyEnv, generate_rows
 from infopo_verl.local.pipeline import LocalPipeline, compose_config, load_batch
 from infopo_verl.local.server import LocalLLMServer
-from infopo_verl.local.tiny import build_model, build_tokenizer
 from infopo_verl.reward_manager import EXTRA_INFO_KEYS
 from infopo_verl.rollout.actions import parse_action
 from infopo_verl.rollout.output import InfoPOAgentLoopOutput
@@ -65,11 +64,8 @@ class SpyServer:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = build_tokenizer(path)
-    build_model(path, tokenizer, seed=0)
-    return path
+def model_dir(tmp_path_factory) -> str:
+    return tiny_model_path(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

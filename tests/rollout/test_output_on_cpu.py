@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from testkit.tiny import tiny_model_path
 from verl.utils.import_utils import load_class_from_fqn
 
 from infopo_verl.core.info_gain import information_gain, place_turn_rewards
 from infopo_verl.local.pipeline import compose_config
-from infopo_verl.local.tiny import build_model, build_tokenizer
 from infopo_verl.rollout.output import InfoPOAgentLoopManager, InfoPOAgentLoopWorker, turn_reward_entries
 
 
@@ -35,9 +35,9 @@ def test_information_gain_is_the_mean_log_ratio():
 
 
 def test_legacy_trainer_loads_the_manager_whose_workers_write_turn_rewards(tmp_path):
-    build_model(tmp_path, build_tokenizer(tmp_path))
+    model = tiny_model_path(tmp_path)
     fqn = "infopo_verl.rollout.output.InfoPOAgentLoopManager"
-    config = compose_config(tmp_path, ["trainer.use_v1=false", f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={fqn}"])
+    config = compose_config(model, ["trainer.use_v1=false", f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={fqn}"])
     # What verl's legacy RayPPOTrainer does with the key.
     manager = load_class_from_fqn(config.actor_rollout_ref.rollout.agent.get("agent_loop_manager_class"), "AgentLoopManager")
     assert manager is InfoPOAgentLoopManager

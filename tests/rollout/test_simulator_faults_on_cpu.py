@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 from testkit.openai_server import FakeOpenAIServer
+from testkit.tiny import tiny_model_path
 
 from infopo_verl.envs.clarify import generate_rows
 from infopo_verl.local.pipeline import run_dialogues
-from infopo_verl.local.tiny import build_model, build_tokenizer
 from infopo_verl.rollout.actions import parse_action
 
 KEY_VARIABLE = "INFOPO_TEST_SIMULATOR_KEY"
@@ -19,9 +19,7 @@ SECRET = "sk-test-never-logged-0123456789"
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    build_model(path, build_tokenizer(path), seed=0)
-    return str(path)
+    return tiny_model_path(tmp_path_factory.mktemp("tiny"))
 
 
 def overrides(server: FakeOpenAIServer) -> list[str]:
