@@ -52,7 +52,9 @@ def credit_view(batch: DataProto, algorithm) -> list[DialogueCredit]:
         turns = []
         for number, (start, end) in enumerate(record.get("turn_spans", [])):
             # The estimator found the same turns in response_mask, in the same order: check rather than assume.
-            assert int(layout.row[turn_index]) == row and int(layout.start[turn_index]) == start, (row, number)
+            if int(layout.row[turn_index]) != row or int(layout.start[turn_index]) != start:
+                raise ValueError(f"row {row}, turn {number}: the recorded span starts at {start} but response_mask "
+                                 "does not have a turn there; was the batch reordered or re-padded?")
             turns.append(
                 TurnCredit(
                     turn=number,
