@@ -20,6 +20,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
 from infopo_verl.cli import main
+from infopo_verl.config import ConfigError
 from infopo_verl.local.pipeline import compose_config, run_dialogues
 from infopo_verl.reward_manager import EXTRA_INFO_KEYS
 
@@ -121,3 +122,16 @@ def test_the_recorded_environment_score_is_the_outcome(reward_worker):
     info = result["reward_extra_info"]
     assert info["info_gain_mean"] == pytest.approx(0.3) and info["info_gain_count"] == 2.0
     assert info["scoring_skipped"] == 1.0 and info["simulator_failed"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward"),
+        ("algorithm.infopo.gate_temperature=-1", "algorithm.infopo.gate_temperature"),
+        ("+algorithm.infopo.betta=0.3", "algorithm.infopo.betta"),
+    ],
+)
+def test_bad_infopo_config_stops_the_reward_worker_at_start_up(model_dir, override, message):
+    with pytest.raises(ConfigError, match=message):
+        RewardLoopWorker(compose_config(model_dir, [override]))
