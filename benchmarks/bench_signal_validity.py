@@ -28,7 +28,8 @@ def main() -> None:
     print(f"informative user:   mean r_t = {result.informative_mean:+.4f} over {len(result.informative)} turns")
     print(f"uninformative user: mean r_t = {result.uninformative_mean:+.4f} over {len(result.uninformative)} turns")
     print(f"difference = {result.informative_mean - result.uninformative_mean:+.4f}, "
-          f"ratio informative / uninformative = {result.ratio:.1f}")
+          f"ratio informative / uninformative = {result.ratio:.1f}, Welch t = {result.welch_t:.1f}")
+    print(f"medians: informative {result.informative_median:+.4f}, uninformative {result.uninformative_median:+.4f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ raw (temperature-1) log-probs, here through the rescoring path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 
 from infopo_verl.demo import DEFAULT_OVERRIDES
@@ -35,6 +36,23 @@ class ValidityResult:
     @property
     def uninformative_mean(self) -> float:
         return statistics.fmean(self.uninformative)
+
+    @property
+    def informative_median(self) -> float:
+        return statistics.median(self.informative)
+
+    @property
+    def uninformative_median(self) -> float:
+        return statistics.median(self.uninformative)
+
+    @property
+    def welch_t(self) -> float:
+        """Welch's t statistic of informative minus uninformative mean r_t (unequal variances)."""
+        standard_error = math.sqrt(
+            statistics.variance(self.informative) / len(self.informative)
+            + statistics.variance(self.uninformative) / len(self.uninformative)
+        )
+        return (self.informative_mean - self.uninformative_mean) / standard_error
 
     @property
     def ratio(self) -> float:
