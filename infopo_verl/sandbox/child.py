@@ -271,11 +271,15 @@ def main():
     except OSError as error:
         os.write(channel, (json.dumps({"kind": "setup_error", "detail": str(error)}) + "\n").encode())
         return 3
+    go_read, go_write = os.pipe()
     warden = os.fork()
     if warden == 0:
         code = 0
         try:
             _c().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            os.close(go_write)
+            os.read(go_read, 1)  # the launcher has announced this process: only now may anything else be said
+            os.close(go_read)
             uid = int(settings["uid"])
             if settings["isolation"] == "namespaces":
                 _build_root(workdir, uid)
@@ -300,7 +304,12 @@ def main():
                 pass
             code = 3
         os._exit(code)
+    # The judge waits for this process to be gone after its kill: with a PID namespace that means every process
+    # of the sandbox is gone (the namespace's init exits only after all the others).
+    os.write(channel, (json.dumps({"kind": "warden", "pid": warden}) + "\n").encode())
     os.close(channel)
+    os.write(go_write, b"x")
+    os.close(go_write)
     os.waitpid(warden, 0)
     return 0
 

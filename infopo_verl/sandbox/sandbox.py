@@ -222,9 +222,14 @@ class Sandbox:
             env={}, cwd=workdir, start_new_session=True, limit=config.max_result_bytes,
         )
         index = start
+        warden: int | None = None
         try:
-            message = await self._read(process, min(deadline, time.monotonic() + config.setup_timeout_s))
-            if message is None or message.get("kind") != "ready":
+            setup_deadline = min(deadline, time.monotonic() + config.setup_timeout_s)
+            message = await self._read(process, setup_deadline)
+            if isinstance(message, dict) and message.get("kind") == "warden" and type(message.get("pid")) is int:
+                warden = _open_pidfd(message["pid"])
+                message = await self._read(process, setup_deadline)
+            if not isinstance(message, dict) or message.get("kind") != "ready":
                 detail = message.get("detail", "") if isinstance(message, dict) else ""
                 raise SandboxUnavailable(f"the sandbox did not start ({detail or 'no ready message'}); "
                                          f"isolation={config.isolation}")
@@ -253,7 +258,7 @@ class Sandbox:
                     return index  # this tree can no longer be trusted to be in step: start a fresh one
             return index
         finally:
-            await self._kill(process)
+            await self._kill(process, warden)
             shutil.rmtree(workdir, ignore_errors=True)
 
     async def _read(self, process, deadline: float) -> dict | str | None:
@@ -272,7 +277,9 @@ class Sandbox:
             return "malformed"
         return message if isinstance(message, dict) else "malformed"
 
-    async def _kill(self, process) -> None:
+    async def _kill(self, process, warden: int | None) -> None:
+        """Kill the launcher's session and the warden, and return once the warden (with namespaces: every process
+        of the sandbox) is gone."""
         try:
             os.killpg(process.pid, signal.SIGKILL)
             self.stats["kills"] += 1
@@ -282,9 +289,31 @@ class Sandbox:
             await process.wait()
         except ProcessLookupError:
             pass
+        if warden is None:
+            return
+        try:
+            signal.pidfd_send_signal(warden, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already exited
+        loop = asyncio.get_running_loop()
+        gone = loop.create_future()
+        loop.add_reader(warden, lambda: gone.done() or gone.set_result(None))  # readable once it has exited
+        try:
+            await gone
+        finally:
+            loop.remove_reader(warden)
+            os.close(warden)
 
     def close(self) -> None:
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd for the warden, opened while the launcher (its parent, which reaps it only after it exits) lives."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):  # exited already, or a kernel without pidfd (< 5.3)
+        return None
 
 
 def _reason(message: Any, what: str) -> str:
