@@ -27,9 +27,6 @@ environment and the private working directory still apply (what that leaves open
 """
 
 import ctypes
-import datetime
-import decimal
-import fractions
 import json
 import os
 import resource
@@ -90,18 +87,29 @@ def encode(value, depth=0):
         return ["F", [encode(item, depth + 1) for item in frozenset.__iter__(value)]]
     if isinstance(value, set):
         return ["S", [encode(item, depth + 1) for item in set.__iter__(value)]]
-    if kind is decimal.Decimal:
-        return ["D", decimal.Decimal.__str__(value)]
-    if kind is fractions.Fraction:
-        return ["Q", int.__format__(value.numerator, "x"), int.__format__(value.denominator, "x")]
-    if kind is datetime.datetime and value.tzinfo is None:
-        return ["datetime", value.isoformat()]
-    if kind is datetime.date:
-        return ["date", value.isoformat()]
-    if kind is datetime.time and value.tzinfo is None:
-        return ["time", value.isoformat()]
-    if kind is datetime.timedelta:
-        return ["timedelta", value.days, value.seconds, value.microseconds]
+    # Imported on first use: most values need none of these, and the sandbox starts faster without them.
+    module = getattr(kind, "__module__", "")
+    if module == "decimal":
+        import decimal
+
+        if kind is decimal.Decimal:
+            return ["D", decimal.Decimal.__str__(value)]
+    if module == "fractions":
+        import fractions
+
+        if kind is fractions.Fraction:
+            return ["Q", int.__format__(value.numerator, "x"), int.__format__(value.denominator, "x")]
+    if module == "datetime":
+        import datetime
+
+        if kind is datetime.datetime and value.tzinfo is None:
+            return ["datetime", value.isoformat()]
+        if kind is datetime.date:
+            return ["date", value.isoformat()]
+        if kind is datetime.time and value.tzinfo is None:
+            return ["time", value.isoformat()]
+        if kind is datetime.timedelta:
+            return ["timedelta", value.days, value.seconds, value.microseconds]
     raise TypeError(f"a {kind.__name__} is not plain data")
 
 
