@@ -16,13 +16,15 @@ What holds with ``isolation=namespaces`` (Linux, root or CAP_SYS_ADMIN; the defa
   and verdicts stay in the judge's process, which the code cannot see (PID namespace, no ``/proc``) nor signal;
 - its file system is a fresh tmpfs (``/work``, ``/tmp``; size-capped) plus read-only system and interpreter
   directories: the checkout, the prepared parquet, data, ``/etc``, ``/root`` and ``/proc`` are absent;
-- no network: a network namespace with no interface up (loopback included);
+- no network: a network namespace with no interface up (loopback included); an IPC namespace of its own (no
+  host shared memory, semaphores or message queues);
 - an empty environment (no API keys), a uid of its own (so ``RLIMIT_NPROC`` caps a fork bomb, which root would
   ignore; no access to root-owned files), ``no_new_privs``; limits on wall clock (per call and per run, kept by
   the judge from outside), CPU, address space, file size, processes and open files;
 - every process it starts dies with the sandbox: killing the PID namespace's init kills them all, ``setsid`` or not;
 - results are plain data on a pipe, parsed by ``json.loads`` and rebuilt into builtins (never ``pickle``, never
-  ``eval``), size-capped; the judge compares values itself, so the most a forged line can claim is a value.
+  ``eval``), capped in size, depth and hashed items; the judge compares values itself, so the most a forged line
+  can claim is a value.
 
 What holds with ``isolation=none`` (chosen explicitly; a warning says so once per process): the limits, the empty
 environment, the private working directory, the kill of the session and, as root, the uid of its own. What does

@@ -4,8 +4,8 @@ It never runs inside the judge's process and imports nothing from the project (`
 user paths, no environment variables read). Three processes, from the judge outwards:
 
 1. the **launcher** (this script's ``main``, root when the judge is root, in a new session so one ``killpg`` ends
-   it): with ``isolation=namespaces`` it enters new mount and network namespaces and a new PID namespace for its
-   child, mounts a size-limited tmpfs over the fresh working directory the judge made, and forks;
+   it): with ``isolation=namespaces`` it enters new mount, network and IPC namespaces and a new PID namespace for
+   its child, mounts a size-limited tmpfs over the fresh working directory the judge made, and forks;
 2. the **warden**, PID 1 of the new PID namespace (killing it tears the whole namespace down, whatever its other
    processes did: ``setsid``, double forks). It builds the root file system inside that tmpfs (read-only binds of
    the interpreter and system libraries, ``/dev/null``, empty ``/work`` and ``/tmp``; no ``/proc``, no ``/etc``,
@@ -36,6 +36,7 @@ import types
 
 # Linux constants (linux/sched.h, linux/mount.h, linux/prctl.h).
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -272,7 +273,7 @@ def main():
     channel = os.dup(1)
     try:
         if settings["isolation"] == "namespaces":
-            _check(_c().unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET), "unshare")
+            _check(_c().unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC), "unshare")
             _mount("none", "/", None, MS_REC | MS_PRIVATE)
             _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV,
                    f"size={int(settings['disk_mb'])}m,mode=0755")
@@ -325,7 +326,7 @@ def main():
 def probe():
     """Exit 0 when this system can build the namespace sandbox, else print why and exit 1."""
     try:
-        _check(_c().unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET), "unshare")
+        _check(_c().unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC), "unshare")
         _mount("none", "/", None, MS_REC | MS_PRIVATE)
         _mount("tmpfs", sys.argv[2], "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")
         pid = os.fork()

@@ -171,7 +171,8 @@ class Sandbox:
             _warn_unisolated_once(f"{isolation_setting}=none")
         self._scratch = Path(tempfile.mkdtemp(prefix="infopo-sandbox-"))
         self._semaphores: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.stats = {"runs": 0, "attempts": 0, "kills": 0}
+        self.stats = {"runs": 0, "attempts": 0, "kills": 0, "max_in_flight": 0}
+        self._in_flight = 0
 
     def __repr__(self) -> str:
         return f"Sandbox(isolation={self.config.isolation!r})"
@@ -192,9 +193,14 @@ class Sandbox:
         deadline = time.monotonic() + self.config.run_timeout_s
         self.stats["runs"] += 1
         async with self._semaphore():
-            start = 0
-            while start < len(calls) and time.monotonic() < deadline:
-                start = await self._attempt(code, calls, start, results, deadline)
+            self._in_flight += 1
+            self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self._in_flight)
+            try:
+                start = 0
+                while start < len(calls) and time.monotonic() < deadline:
+                    start = await self._attempt(code, calls, start, results, deadline)
+            finally:
+                self._in_flight -= 1
         return [result or CallResult("not_run", detail="the run's time limit was spent") for result in results]
 
     async def _attempt(self, code: str, calls: list[str], start: int, results: list, deadline: float) -> int:

@@ -19,6 +19,12 @@ __all__ = ["decode", "MAX_DEPTH"]
 
 MAX_DEPTH = 64
 """Must equal ``child.MAX_DEPTH`` (checked by the tests)."""
+MAX_HASHED_ITEMS = 10_000
+"""Most items of one decoded set or dict (ours). Integers hash predictably, so a value of many colliding keys
+would make building the set quadratic in the judge's process; 10k keys bound that to well under a second."""
+MAX_FRACTION_DIGITS = 2_000
+"""Longest numerator or denominator of a Fraction, in hex digits (ours): building one takes a gcd, which is
+quadratic in the digits."""
 
 _HEX_DIGITS = set("0123456789abcdef-")
 
@@ -80,6 +86,8 @@ def decode(node: Any, depth: int = 0) -> Any:
         (children,) = _items(node, 1)
         if not isinstance(children, list):
             raise ValueError(f"bad {tag} container")
+        if tag in ("d", "S", "F") and len(children) > MAX_HASHED_ITEMS:
+            raise ValueError(f"a set or dict of more than {MAX_HASHED_ITEMS} items is not accepted")
         if tag == "d":
             pairs = []
             for pair in children:
@@ -105,6 +113,8 @@ def decode(node: Any, depth: int = 0) -> Any:
             raise ValueError("bad Decimal") from None
     if tag == "Q":
         numerator, denominator = _items(node, 2)
+        if any(not isinstance(part, str) or len(part) > MAX_FRACTION_DIGITS for part in (numerator, denominator)):
+            raise ValueError(f"a Fraction part longer than {MAX_FRACTION_DIGITS} hex digits is not accepted")
         try:
             return fractions.Fraction(_hex_int(numerator), _hex_int(denominator))
         except ZeroDivisionError:

@@ -11,7 +11,7 @@ import decimal
 import fractions
 import json
 import math
-from collections import Counter, OrderedDict, namedtuple
+from collections import Counter, OrderedDict
 
 import pytest
 
@@ -94,13 +94,26 @@ def test_the_decoder_refuses_what_the_encoder_never_writes():
         deep = ["l", [deep]]
     with pytest.raises(ValueError, match="deeper"):
         values.decode(deep)
+    # Integers hash predictably: many colliding keys would make the judge's set building quadratic.
+    colliding = ["S", [["i", format(k * (2**61 - 1), "x")] for k in range(values.MAX_HASHED_ITEMS + 1)]]
+    with pytest.raises(ValueError, match="more than"):
+        values.decode(colliding)
+    with pytest.raises(ValueError, match="Fraction"):
+        values.decode(["Q", "f" * (values.MAX_FRACTION_DIGITS + 1), "3"])
     # What the encoder writes, the decoder reads back equal (in the judge's process, no sandbox needed).
     sample = {1: (2.5, [None, "s"]), "k": {frozenset({1}), 3}}
     assert values.decode(json.loads(json.dumps(child.encode(sample)))) == sample
 
 
-def test_an_explicit_none_isolation_still_runs_code_with_limits(caplog):
-    box = Sandbox(SandboxConfig(isolation="none", concurrency=1), isolation_setting="my.isolation")
+def test_an_explicit_none_isolation_warns_once_and_still_runs_code_with_limits(caplog, monkeypatch):
+    import infopo_verl.sandbox.sandbox as module
+
+    monkeypatch.setattr(module, "_warned_unisolated", False)
+    with caplog.at_level("WARNING", logger=module.__name__):
+        box = Sandbox(SandboxConfig(isolation="none", concurrency=1), isolation_setting="my.isolation")
+        Sandbox(SandboxConfig(isolation="none", concurrency=2), isolation_setting="my.isolation").close()
+    warnings = [record.getMessage() for record in caplog.records if "WITHOUT" in record.getMessage()]
+    assert len(warnings) == 1 and "my.isolation=none" in warnings[0] and "NOT enforced" in warnings[0]
     try:
         # 2 GiB: more than the 1 GiB address-space limit, less than the machine would refuse on its own.
         results = asyncio.run(box.run("def f():\n    return [1]\n", ["f()", "len(bytearray(2 << 30))"]))
@@ -123,3 +136,17 @@ def test_bad_limits_are_refused_with_their_name():
         SandboxConfig(isolation="docker")
     with pytest.raises(ValueError, match="processes"):
         SandboxConfig(processes=0)
+
+
+def test_concurrency_is_bounded_per_event_loop():
+    box = Sandbox(SandboxConfig(concurrency=2))
+
+    async def many():
+        return await asyncio.gather(*(box.run(f"def f():\n    return {k}\n", ["f()"]) for k in range(6)))
+
+    try:
+        results = asyncio.run(many())
+    finally:
+        box.close()
+    assert [result[0].value for result in results] == list(range(6))
+    assert box.stats["max_in_flight"] == 2 and box.stats["runs"] == 6
