@@ -35,14 +35,8 @@ TEST_FREQ=${TEST_FREQ:-10}
 MAX_PROMPT_LENGTH=2048
 MAX_RESPONSE_LENGTH=8192
 
-# shellcheck source=recipes/_launch.sh
-source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
-
-if ! infopo_is_dry_run && [[ $USER_BACKEND == openai && -z $USER_BASE_URL && -z ${!USER_API_KEY_ENV:-} ]]; then
-    echo "[recipe] $USER_API_KEY_ENV is not set, but the user simulator is $USER_MODEL through the OpenAI API." >&2
-    echo "[recipe] Export $USER_API_KEY_ENV, or set USER_BASE_URL to an OpenAI-compatible server, or USER_BACKEND=policy." >&2
-    exit 2
-fi
+# shellcheck source=recipes/_paper_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_paper_common.sh"
 
 DATA_DIR=$(infopo_abspath "$DATA_DIR")
 infopo_prepare_data colbench "$DATA_DIR" --source "$COLBENCH_SOURCE"
@@ -50,61 +44,26 @@ infopo_prepare_data colbench "$DATA_DIR" --source "$COLBENCH_SOURCE"
 # Read by the recipes that source this file.
 # shellcheck disable=SC2034
 COLBENCH_OVERRIDES=(
+    "${PAPER_OVERRIDES[@]}"
     data.train_files="$DATA_DIR/train.parquet"
     data.val_files="$DATA_DIR/test.parquet"
     # 64 prompts per step, 5 rollouts each, PPO mini-batches of 16 prompts (verl counts mini-batches in prompts).
     data.train_batch_size=64
     actor_rollout_ref.rollout.n=5
     actor_rollout_ref.actor.ppo_mini_batch_size=16
-    data.max_prompt_length="$MAX_PROMPT_LENGTH"
-    data.max_response_length="$MAX_RESPONSE_LENGTH"
-    data.filter_overlong_prompts=true
     # ColBench's protocol: at most 10 agent turns (the environment ends the dialogue itself at 10 too), each of at
     # most 1024 tokens.
     actor_rollout_ref.rollout.multi_turn.max_assistant_turns=10
     algorithm.infopo.max_tokens_per_turn=1024
-    actor_rollout_ref.model.path="$MODEL_PATH"
-    actor_rollout_ref.model.use_remove_padding=true
-    actor_rollout_ref.model.enable_gradient_checkpointing=true
-    # Optimiser and loss (paper, shared by its runs): lr 3e-7, PPO clip 0.2 with dual-clip 3.0, token-mean loss,
-    # 1 PPO epoch, entropy 0.001, no KL loss and no KL in the reward, gradient clipping at 1.0.
     actor_rollout_ref.actor.optim.lr=3e-7
-    actor_rollout_ref.actor.clip_ratio=0.2
-    actor_rollout_ref.actor.clip_ratio_low=0.2
-    actor_rollout_ref.actor.clip_ratio_high=0.2
-    actor_rollout_ref.actor.clip_ratio_c=3.0
-    actor_rollout_ref.actor.loss_agg_mode=token-mean
-    actor_rollout_ref.actor.ppo_epochs=1
-    actor_rollout_ref.actor.entropy_coeff=0.001
-    actor_rollout_ref.actor.use_kl_loss=false
-    algorithm.use_kl_in_reward=false
-    actor_rollout_ref.actor.grad_clip=1.0
-    # Token budget of one micro-batch (ours): two full-length dialogues per GPU per forward pass.
-    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$(((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH) * 2))
     # Sampling temperature 0.6 (paper, ColBench).
     actor_rollout_ref.rollout.temperature=0.6
-    actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
-    actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEMORY_UTILIZATION"
-    # InfoPO: beta 0.3 and gate temperature 0.5 (paper, ColBench); the released code's advantage
-    # (normalization=token, magnitude_bound=true), as in the UserGym recipes.
+    # InfoPO: beta 0.3 and gate temperature 0.5 (paper, ColBench).
     algorithm.infopo.beta=0.3
     algorithm.infopo.gate_temperature=0.5
-    algorithm.infopo.normalization=token
-    algorithm.infopo.magnitude_bound=true
-    algorithm.infopo.user.backend="$USER_BACKEND"
-    algorithm.infopo.user.model="$USER_MODEL"
-    algorithm.infopo.user.base_url="${USER_BASE_URL:-null}"
-    algorithm.infopo.user.api_key_env="$USER_API_KEY_ENV"
     # ColBench's simulator runs at temperature 0 (its evaluation setting; the plugin's default too).
     algorithm.infopo.user.temperature=0.0
     +algorithm.infopo.env.colbench_isolation="$COLBENCH_ISOLATION"
     # 3 epochs (about 300 steps in the paper's curves).
     trainer.total_epochs=3
-    trainer.n_gpus_per_node="$N_GPUS"
-    trainer.nnodes="$NNODES"
-    trainer.save_freq="$SAVE_FREQ"
-    trainer.test_freq="$TEST_FREQ"
-    trainer.val_before_train=true
-    trainer.project_name="$PROJECT_NAME"
-    trainer.logger="$LOGGER"
 )

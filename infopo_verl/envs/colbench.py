@@ -8,7 +8,8 @@ Protocol and scoring (facts from ColBench's public code; prompts and code here a
 - At most 10 agent turns (:data:`MAX_TURNS`). A reply containing ``I WANT TO ANSWER:`` ends the dialogue and
   everything after the marker is the code (markdown fences stripped, :func:`extract_answer`). A dialogue that ends
   without the marker (this environment's 10-turn limit, or the loop's ``max_assistant_turns``) is judged on its
-  last reply.
+  last reply. (A turn cut by the response-token budget never reaches the environment: the reply before it is
+  judged. A loop limit below 10 costs one simulator reply nobody reads, for the last turn: set both to 10.)
 - The user simulator is told the request and the hidden information and answers only from it, in at most two
   sentences; its reply is cut to 400 characters (:data:`REPLY_CHARS`). Evaluation runs it at temperature 0
   (``algorithm.infopo.user.temperature=0``). A simulator that gives no reply ends the dialogue with the failure
@@ -257,7 +258,8 @@ class ColBenchEnv(Environment):
     async def step(self, action: Action) -> StepResult:
         if self.done:
             return StepResult(feedback="", done=True, info={"error": "the dialogue already ended"})
-        reply = action.content if action.choice is None else action.raw
+        # Plain text is the protocol; a (mis)formed tool call is judged as the text the agent wrote.
+        reply = action.content if action.choice is None and action.parse_error is None else action.raw
         self.turns += 1
         self.last_reply = reply
         if ANSWER_MARKER in reply:

@@ -257,12 +257,16 @@ def _limits(job):
 def _runner(settings, channel):
     """Last step before the code runs: unprivileged uid, limits, ``ready``, then the job."""
     uid = int(settings["uid"])
-    if os.getuid() == 0:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    _c().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    _limits(settings)
+    try:
+        if os.getuid() == 0:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        _check(_c().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _limits(settings)
+    except (OSError, ValueError) as error:  # before any untrusted code: the judge reports it as a setup failure
+        os.write(channel, (json.dumps({"kind": "setup_error", "detail": _short(error)}) + "\n").encode())
+        return
     os.write(channel, b'{"kind":"ready"}\n')
     run_job(channel, float(settings["test_timeout_s"]))
 
