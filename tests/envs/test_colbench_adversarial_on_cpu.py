@@ -102,6 +102,18 @@ def sandbox_processes() -> list[int]:
     return found
 
 
+def reference_from_file(path: Path) -> str:
+    """An answer that reads the reference code out of the prepared data file and runs it."""
+    return (
+        "def solution(x):\n"
+        f"    data = open({str(path)!r}, 'rb').read().decode('latin-1')\n"
+        "    source = data[data.index('# REFERENCE BEGIN'):data.index('# REFERENCE END')]\n"
+        "    namespace = {}\n"
+        "    exec(source, namespace)\n"
+        "    return namespace['solution'](x)"
+    )
+
+
 def score(judge, answer: str) -> float:
     return asyncio.run(judge.judge(REFERENCE, TESTS, f"I WANT TO ANSWER:\n```python\n{answer}\n```")).fraction
 
@@ -223,14 +235,7 @@ def test_opening_a_socket_to_a_server_on_the_loopback(judge):
 
 def test_reading_the_reference_code_from_the_prepared_data(judge, prepared):
     _, parquet = prepared
-    answer = (
-        "def solution(x):\n"
-        f"    data = open({str(parquet)!r}, 'rb').read().decode('latin-1')\n"
-        "    source = data[data.index('# REFERENCE BEGIN'):data.index('# REFERENCE END')]\n"
-        "    namespace = {}\n"
-        "    exec(source, namespace)\n"
-        "    return namespace['solution'](x)"
-    )
+    answer = reference_from_file(parquet)
     assert score(judge, answer) == 0.0
     assert in_process_score(answer) == 1.0  # control: without the sandbox the file gives the answer away
 
@@ -312,14 +317,7 @@ def test_without_namespaces_the_documented_risk_is_real(prepared):
     sandbox = Sandbox(SandboxConfig(isolation="none", concurrency=1))
     try:
         unisolated = ColBenchJudge(sandbox)
-        answer = (
-            "def solution(x):\n"
-            f"    data = open({str(parquet)!r}, 'rb').read().decode('latin-1')\n"
-            "    source = data[data.index('# REFERENCE BEGIN'):data.index('# REFERENCE END')]\n"
-            "    namespace = {}\n"
-            "    exec(source, namespace)\n"
-            "    return namespace['solution'](x)"
-        )
+        answer = reference_from_file(parquet)
         assert score(unisolated, answer) == 1.0
         looping = "def solution(x):\n    while True:\n        x += 1"
         assert score(unisolated, looping) == 0.0  # the limits still hold
