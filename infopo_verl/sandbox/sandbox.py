@@ -170,6 +170,8 @@ class Sandbox:
         else:
             _warn_unisolated_once(f"{isolation_setting}=none")
         self._scratch = Path(tempfile.mkdtemp(prefix="infopo-sandbox-"))
+        # Per-run working directories live under it and are removed after each run; it goes at close or exit.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
         self._semaphores: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.stats = {"runs": 0, "attempts": 0, "kills": 0, "max_in_flight": 0}
         self._in_flight = 0
@@ -311,7 +313,8 @@ class Sandbox:
             os.close(warden)
 
     def close(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        """Remove the scratch directory (also done when the sandbox is collected or the process exits)."""
+        self._cleanup()
 
 
 def _open_pidfd(pid: int) -> int | None:
