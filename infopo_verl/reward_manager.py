@@ -25,6 +25,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
 
 from infopo_verl.config import InfoPOConfig, refuse_kl_in_reward
+from infopo_verl.envs.base import task_metric_columns
 from infopo_verl.rollout.output import RECORD_KEY
 
 REWARD_MANAGER_NAME = "infopo"
@@ -88,4 +89,6 @@ class InfoPORewardManager(RewardManagerBase):
             outcome = float((await self.fallback.run_single(data))["reward_score"])
         if not math.isfinite(outcome):
             raise ValueError(f"non-finite outcome score {outcome!r} for data_source {item.non_tensor_batch.get('data_source')!r}")
-        return {"reward_score": outcome, "reward_extra_info": breakdown(record, outcome)}
+        # Task metrics (ColBench's pass / succ): the same keys for every sample, None where a family has none.
+        task_metrics = task_metric_columns((record or {}).get("task_metrics"))
+        return {"reward_score": outcome, "reward_extra_info": {**breakdown(record, outcome), **task_metrics}}

@@ -22,6 +22,7 @@ from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from infopo_verl.cli import main
 from infopo_verl.config import ConfigError
 from infopo_verl.local.pipeline import compose_config, run_dialogues
+from infopo_verl.envs.base import TASK_METRIC_KEYS
 from infopo_verl.reward_manager import EXTRA_INFO_KEYS
 
 USERRL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "userrl"
@@ -99,7 +100,7 @@ def test_samples_without_a_rollout_record_use_verls_own_scoring(reward_worker, r
     data = one_sample(reward_worker.input_tokenizer, "openai/gsm8k", "42", response, {})
     result = reward_worker.score(data)
     assert result["reward_score"] == expected
-    assert set(result["reward_extra_info"]) == set(EXTRA_INFO_KEYS)
+    assert set(result["reward_extra_info"]) == set(EXTRA_INFO_KEYS) | set(TASK_METRIC_KEYS)
     assert result["reward_extra_info"]["info_gain_count"] == 0.0
 
 
@@ -135,3 +136,20 @@ def test_the_recorded_environment_score_is_the_outcome(reward_worker):
 def test_bad_infopo_config_stops_the_reward_worker_at_start_up(model_dir, override, message):
     with pytest.raises(ConfigError, match=message):
         RewardLoopWorker(compose_config(model_dir, [override]))
+
+
+@pytest.mark.parametrize(
+    ("task_metrics", "expected"),
+    [({"pass": 0.6, "succ": 0.0}, {"pass": 0.6, "succ": 0.0}), ({}, {"pass": None, "succ": None}), (None, None)],
+    ids=["colbench", "a family without task metrics", "an older record"],
+)
+def test_task_metrics_are_columns_of_every_sample(reward_worker, task_metrics, expected):
+    record = {"env_score": 0.6, "simulator_failure": None, "info_gain": [None], "turn_spans": [[0, 1]],
+              "scoring_skipped": 0}
+    if task_metrics is not None:
+        record["task_metrics"] = task_metrics
+    data = one_sample(reward_worker.input_tokenizer, "colbench_backend", "", "I WANT TO ANSWER:", {"infopo": record})
+    info = reward_worker.score(data)["reward_extra_info"]
+    # Same keys whatever the family; None (which verl drops before averaging per data_source) where it has none.
+    assert set(info) == set(EXTRA_INFO_KEYS) | set(TASK_METRIC_KEYS)
+    assert {key: info[key] for key in TASK_METRIC_KEYS} == (expected or {"pass": None, "succ": None})

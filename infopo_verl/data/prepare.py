@@ -351,3 +351,7 @@ def register_cli(subparsers: Any) -> None:
     synthetic.add_argument("--test", type=int, default=64, help="test rows (default: %(default)s)")
     synthetic.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
     synthetic.set_defaults(func=_run_synthetic)
+    # ColBench has a module of its own (infopo_verl/data/colbench.py): its data is read from the user's copy.
+    from infopo_verl.data.colbench import add_cli as add_colbench_cli
+
+    add_colbench_cli(kinds)

@@ -15,6 +15,23 @@ from typing import Any, ClassVar
 
 from infopo_verl.users.base import UserSimulator
 
+TASK_METRIC_KEYS = ("pass", "succ")
+"""Task metrics a family may report (:meth:`Environment.task_metrics`), each a ``reward_extra_info`` column of every
+sample, so they reach verl's validation metrics (``val-aux/<data_source>/pass/mean@N``). ColBench: ``pass`` = the
+fraction of tests passed, ``succ`` = 1 when all passed (the paper's Pass and Succ)."""
+
+
+def task_metric_columns(metrics: Mapping[str, Any] | None) -> dict[str, float | None]:
+    """One value per :data:`TASK_METRIC_KEYS` for a sample's ``reward_extra_info``: the family's number, or None
+    where its family does not report that metric.
+
+    None, not 0: verl averages these columns per ``data_source`` and drops None values before averaging
+    (``process_validation_metrics``), so a family without the metric gets no ``pass`` metric rather than a false
+    ``pass = 0``, while every sample still carries the same keys (verl stacks the first sample's keys into columns).
+    """
+    metrics = metrics or {}
+    return {key: float(metrics[key]) if metrics.get(key) is not None else None for key in TASK_METRIC_KEYS}
+
 
 @dataclasses.dataclass(frozen=True)
 class Action:
@@ -66,3 +83,8 @@ class Environment(ABC):
     @abstractmethod
     async def final_score(self) -> float:
         """The outcome R of the dialogue so far, in the task's own scale (UserRL: its final score)."""
+
+    def task_metrics(self) -> Mapping[str, float]:
+        """The family's task metrics (keys among :data:`TASK_METRIC_KEYS`), read after the dialogue ended (after
+        ``final_score``, or after a simulator failure); recorded in the rollout record. Most families have none."""
+        return {}

@@ -288,6 +288,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             "step_rewards": [turn.step_reward for turn in dialogue.turns],
             "env_steps": dialogue.env_steps,
             "env_score": outcome,
+            "task_metrics": dict(dialogue.environment.task_metrics()),
             "ended_by": dialogue.ended_by,
             "simulator_failure": dialogue.simulator_failure,
             "agent_texts": [turn.text for turn in dialogue.turns],

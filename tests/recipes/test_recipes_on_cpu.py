@@ -70,6 +70,31 @@ USERGYM = {
     "actor_rollout_ref.model.path": "Qwen/Qwen2.5-7B-Instruct",
 }
 
+# The paper's ColBench settings (SPEC section 1), shared by the InfoPO run and its GRPO baseline.
+COLBENCH = {
+    **{key: value for key, value in USERGYM.items() if key.startswith(("actor_rollout_ref.actor.", "algorithm.use_"))},
+    "algorithm.infopo.beta": 0.3,
+    "algorithm.infopo.gate_temperature": 0.5,
+    "algorithm.infopo.normalization": "token",
+    "algorithm.infopo.magnitude_bound": True,
+    "algorithm.infopo.max_tokens_per_turn": 1024,
+    "algorithm.infopo.user.backend": "openai",
+    "algorithm.infopo.user.model": "gpt-4o-mini",
+    "algorithm.infopo.user.temperature": 0.0,
+    "algorithm.infopo.env.colbench_isolation": "namespaces",
+    "actor_rollout_ref.actor.optim.lr": 3e-7,
+    "data.train_batch_size": 64,
+    "actor_rollout_ref.rollout.n": 5,
+    "actor_rollout_ref.actor.ppo_mini_batch_size": 16,
+    "actor_rollout_ref.rollout.multi_turn.max_assistant_turns": 10,
+    "data.max_prompt_length": 2048,
+    "data.max_response_length": 8192,
+    "trainer.total_epochs": 3,
+    "actor_rollout_ref.rollout.temperature": 0.6,
+    "trainer.n_gpus_per_node": 4,
+    "actor_rollout_ref.model.path": "Qwen/Qwen2.5-7B-Instruct",
+}
+
 # recipe file -> expected values of its composed config (dotted keys).
 RECIPES = {
     "quickstart_clarify.sh": {
@@ -80,6 +105,13 @@ RECIPES = {
         "actor_rollout_ref.rollout.tensor_model_parallel_size": 1,
         "actor_rollout_ref.rollout.n": 5,
         "actor_rollout_ref.model.path": "Qwen/Qwen2.5-0.5B-Instruct",
+    },
+    "colbench_infopo.sh": {**COMPONENTS, **COLBENCH, "algorithm.infopo.info_gain": True},
+    "colbench_grpo.sh": {
+        **COMPONENTS,
+        **COLBENCH,
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.infopo.info_gain": False,
     },
     "usergym_infopo.sh": {**COMPONENTS, **USERGYM, "algorithm.infopo.info_gain": True},
     "usergym_grpo.sh": {
@@ -185,6 +217,15 @@ def test_usergym_infopo_and_grpo_differ_only_in_estimator_and_info_gain():
     assert infopo.keys() == grpo.keys()
     differing = {key for key in infopo if infopo[key] != grpo[key]}
     assert differing == USERGYM_DIFFERENCE, {key: (infopo[key], grpo[key]) for key in differing}
+
+
+def test_colbench_infopo_and_grpo_differ_only_in_estimator_and_info_gain():
+    infopo = flatten(dry_run("colbench_infopo.sh"))
+    grpo = flatten(dry_run("colbench_grpo.sh"))
+    assert infopo.keys() == grpo.keys()
+    differing = {key for key in infopo if infopo[key] != grpo[key]}
+    assert differing == USERGYM_DIFFERENCE, {key: (infopo[key], grpo[key]) for key in differing}
+    assert dry_run("colbench_infopo.sh").data.train_files.endswith("data/colbench/train.parquet")
 
 
 def test_usergym_empty_user_base_url_becomes_null():
