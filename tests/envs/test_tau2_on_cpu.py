@@ -244,6 +244,7 @@ def test_the_customer_uses_its_device_tools_through_tool_call_text(monkeypatch):
 
 
 def test_rows_need_a_model_customer_and_name_the_install_command():
+    import asyncio
     import subprocess
     import sys
 
@@ -252,8 +253,11 @@ def test_rows_need_a_model_customer_and_name_the_install_command():
     row = {"extra_info": {"infopo": {"env": "tau2", "domain": "mock", "task_id": TASK_ID, "tools": "[]"}}}
     with pytest.raises(ValueError, match="backend=scripted has no rules"):
         Tau2Env.from_row(row, None, {})
+    unknown = {"extra_info": {"infopo": {**row["extra_info"]["infopo"], "task_id": "nope"}}}
     with pytest.raises(ValueError, match="not a task of the installed mock domain"):
-        Tau2Env.from_row({"extra_info": {"infopo": {**row["extra_info"]["infopo"], "task_id": "nope"}}}, None, {})
+        asyncio.run(Tau2Env.from_row(unknown, object(), {}).opening())
+    with pytest.raises(ValueError, match="tau2_step_timeout_s must be a number > 0"):
+        Tau2Env.from_row(row, object(), {"tau2_step_timeout_s": 0})
     # Without the package (hidden from the import system in a fresh interpreter) a row stops with the install line.
     script = (
         "import sys; sys.modules['tau2'] = None\n"
