@@ -26,7 +26,7 @@ from typing import Any
 
 from infopo_verl.data.prepare import AGENT_NAME, PrepareError, _write_parquet
 
-__all__ = ["PAPER_DOMAINS", "tau2_rows", "write_tau2", "register"]
+__all__ = ["PAPER_DOMAINS", "prompt_tokens", "register", "tau2_rows", "write_tau2"]
 
 PAPER_DOMAINS = ("retail", "airline", "telecom")
 """The domains of the paper's tau2-bench runs (SPEC section 4)."""
@@ -69,8 +69,26 @@ def tau2_rows(domain: str, split: str) -> list[dict[str, Any]]:
     ]
 
 
-def write_tau2(out: Path, domains: list[str], echo=print) -> dict[str, dict[str, int]]:
-    """Write the rows of ``domains`` under ``out``; returns ``{domain: {split: rows}}``."""
+PAPER_MAX_PROMPT_LENGTH = 8192
+"""The paper's tau2-bench prompt budget (SPEC section 1); verl's ``data.filter_overlong_prompts`` drops longer rows."""
+
+
+def prompt_tokens(rows: list[dict[str, Any]], tokenizer: Any) -> int:
+    """The longest prompt of ``rows`` in tokens, as the policy sees it: chat template with the tools rendered
+    (the customer's first message, added at rollout time, comes on top)."""
+    from verl.utils.tokenizer import normalize_token_ids
+
+    longest = 0
+    for row in rows:
+        tools = json.loads(row["extra_info"]["infopo"]["tools"])
+        ids = tokenizer.apply_chat_template(row["prompt"], tools=tools, add_generation_prompt=False, tokenize=True)
+        longest = max(longest, len(normalize_token_ids(ids)))
+    return longest
+
+
+def write_tau2(out: Path, domains: list[str], echo=print, tokenizer: Any = None) -> dict[str, dict[str, int]]:
+    """Write the rows of ``domains`` under ``out``; returns ``{domain: {split: rows}}``. With a ``tokenizer`` (the
+    policy's), also print each domain's longest prompt in tokens against the paper's prompt budget."""
     from infopo_verl.envs.tau2 import DOMAINS, import_tau2
 
     unknown = [domain for domain in domains if domain not in DOMAINS]
@@ -90,6 +108,11 @@ def write_tau2(out: Path, domains: list[str], echo=print) -> dict[str, dict[str,
             if domain != TEST_DOMAIN:
                 mixes[split].extend(rows)
         echo(f"tau2/{domain}: " + ", ".join(f"{split} {count}" for split, count in counts[domain].items()))
+        if tokenizer is not None:
+            longest = prompt_tokens(rows, tokenizer)  # one domain's rows share the prompt, whatever the split
+            verdict = "fits" if longest < PAPER_MAX_PROMPT_LENGTH else "does NOT fit (rows would be filtered out)"
+            echo(f"  longest prompt: {longest} tokens before the customer's first message; {verdict} in "
+                 f"data.max_prompt_length={PAPER_MAX_PROMPT_LENGTH}")
     for mix_file, split in MIX_SPLITS.items():
         if mixes[split]:
             _write_parquet(mixes[split], out / mix_file)
@@ -100,8 +123,13 @@ def write_tau2(out: Path, domains: list[str], echo=print) -> dict[str, dict[str,
 
 def _run(args: argparse.Namespace) -> int:
     domains = [domain.strip() for domain in args.domains.split(",") if domain.strip()]
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     try:
-        write_tau2(Path(args.out), domains)
+        write_tau2(Path(args.out), domains, tokenizer=tokenizer)
     except (PrepareError, ValueError) as error:
         print(f"infopo-verl prepare: error: {error}", file=sys.stderr)
         return 2
@@ -116,4 +144,7 @@ def register(kinds: Any) -> None:
                         help="comma-separated domains among retail, airline, telecom, mock (default: %(default)s); "
                              "mock writes mock/base.parquet for tests, never in the mixes")
     parser.add_argument("--out", default="data/tau2", help="output folder (default: %(default)s)")
+    parser.add_argument("--tokenizer", metavar="PATH_OR_NAME",
+                        help="the policy's tokenizer: print each domain's longest prompt in tokens (tools rendered by "
+                             "its chat template) against the paper's 8192-token prompt budget")
     parser.set_defaults(func=_run)

@@ -50,6 +50,27 @@ def test_prepare_tau2_writes_the_split_files_tasks_and_the_paper_mix(tmp_path):
     assert {"book_reservation", "transfer_to_human_agents", "done"} <= tools
 
 
+def test_prepare_tau2_measures_prompts_with_the_policys_tokenizer(tmp_path):
+    from testkit.tiny import tiny_tokenizer_path
+    from transformers import AutoTokenizer
+
+    from infopo_verl.data.tau2 import prompt_tokens, tau2_rows
+
+    path = tiny_tokenizer_path(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "infopo_verl.cli", "prepare", "tau2", "--domains", "mock", "--out", str(tmp_path / "o"),
+         "--tokenizer", path], capture_output=True, text=True, check=True,
+    )
+    rows = tau2_rows("mock", "base")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rendered = tokenizer.apply_chat_template(list(rows[0]["prompt"]), tools=json.loads(
+        rows[0]["extra_info"]["infopo"]["tools"]), tokenize=False)
+    assert '"create_task"' in rendered  # the template renders the tools, so they count
+    longest = prompt_tokens(rows, tokenizer)
+    assert longest > len(tokenizer.encode(rows[0]["prompt"][0]["content"]))
+    assert f"longest prompt: {longest} tokens" in result.stdout and "fits in data.max_prompt_length=8192" in result.stdout
+
+
 def test_prepare_tau2_rejects_an_unknown_domain(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "infopo_verl.cli", "prepare", "tau2", "--domains", "retail,banking", "--out",
