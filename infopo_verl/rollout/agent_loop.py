@@ -4,11 +4,14 @@ An explicit state machine, one method per state, in the manner of verl's ``ToolA
 
     PENDING -> GENERATING -> ACTING -> FEEDBACK -> GENERATING -> ... -> SCORING -> TERMINATED
 
+- PENDING renders the prompt: the row's messages plus any the environment opens the dialogue with
+  (``Environment.opening``: tau2-bench's customer speaks first), with the row's tools (a list, or JSON text).
 - GENERATING samples agent turn a_t through ``server_manager.generate`` (at most ``max_tokens_per_turn`` tokens
   and never past the response budget) and appends its ids as generated (response_mask 1).
 - ACTING parses the action and steps the environment (which may ask the user simulator).
-- FEEDBACK appends the environment's answer o_t as a non-assistant message (response_mask 0) and, alongside,
-  renders the placeholder message on the same context: the counterfactual prefix of turn t.
+- FEEDBACK appends the environment's answer o_t as a non-assistant message (response_mask 0; or as the messages the
+  environment returns with their own roles, e.g. several tool results) and, alongside, renders the placeholder
+  message on the same context: the counterfactual prefix of turn t.
 - SCORING measures r_t for every turn that received feedback and was followed by a generated turn
   (:mod:`infopo_verl.rollout.scoring`), all of the dialogue's requests at once.
 
@@ -157,7 +160,9 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             opening = await dialogue.environment.opening()
         except SimulatorFailure as failure:
             opening = []
-            self._record_failure(dialogue, failure)
+            dialogue.simulator_failure = failure.reason
+            dialogue.ended_by = "simulator_failure"
+            logger.warning("user simulator failed before the first turn, dialogue ended: %s", failure.reason)
         dialogue.messages.extend(dict(message) for message in opening)
         dialogue.ids = await self.ct_build_initial_tokens(dialogue.messages, tools=dialogue.tools)
         dialogue.prompt_length = len(dialogue.ids)
@@ -205,7 +210,9 @@ class InfoPOUserAgentLoop(AgentLoopBase):
                 dialogue.env_steps += 1
                 dialogue.step = await dialogue.environment.step(turn.action)
         except SimulatorFailure as failure:
-            self._record_failure(dialogue, failure)
+            dialogue.simulator_failure = failure.reason
+            dialogue.ended_by = "simulator_failure"
+            logger.warning("user simulator failed, dialogue ended: %s", failure.reason)
             return State.SCORING
         turn.step_reward = float(dialogue.step.reward)
         if dialogue.step.done:
@@ -215,12 +222,6 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             dialogue.ended_by = "max_turns"
             return State.SCORING
         return State.FEEDBACK
-
-    @staticmethod
-    def _record_failure(dialogue: Dialogue, failure: SimulatorFailure) -> None:
-        dialogue.simulator_failure = failure.reason
-        dialogue.ended_by = "simulator_failure"
-        logger.warning("user simulator failed, dialogue ended: %s", failure.reason)
 
     async def _handle_feedback(self, dialogue: Dialogue) -> State:
         turn = dialogue.turns[-1]
