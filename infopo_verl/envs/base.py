@@ -60,6 +60,9 @@ class StepResult:
     """The step reward the task defines (UserRL gyms give one per step); recorded, summed into the outcome only
     where the task says so."""
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    messages: tuple[Mapping[str, str], ...] = ()
+    """The feedback as chat messages with roles of the task's choosing (e.g. one ``tool`` message per tool result of
+    the turn). Empty: the agent loop sends ``feedback`` as one message whose role it picks."""
 
 
 class Environment(ABC):
@@ -75,6 +78,11 @@ class Environment(ABC):
         ``user`` is the configured simulator backend (None for tasks that need none); ``options`` is
         ``algorithm.infopo.env``. Raise ``ValueError`` naming the field when the row is malformed.
         """
+
+    async def opening(self) -> list[dict[str, str]]:
+        """Messages that open the dialogue before the agent's first turn, appended to the row's prompt (tau2-bench:
+        the customer speaks first). None by default. May raise :class:`~infopo_verl.users.base.SimulatorFailure`."""
+        return []
 
     @abstractmethod
     async def step(self, action: Action) -> StepResult:

@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {
     "search": "infopo_verl.envs.userrl.search:SearchEnv",
     "tau": "infopo_verl.envs.userrl.tau:TauEnv",
     "colbench": "infopo_verl.envs.colbench:ColBenchEnv",
+    "tau2": "infopo_verl.envs.tau2:Tau2Env",
 }
 
 

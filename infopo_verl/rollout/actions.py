@@ -7,14 +7,18 @@ Two action formats are accepted: plain text (the built-in clarify task) and User
     {"name": "interact_with_env", "arguments": {"choice": "action", "content": "..."}}
     </tool_call>
 
+Tasks with a whole toolbox (tau2-bench) read every block of a turn with :func:`parse_tool_calls` instead.
+
 The text is untrusted model output: it is parsed as JSON data only, never evaluated. A malformed tool call is not
 an error of the rollout: the action carries ``parse_error`` and the environment tells the agent what went wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from typing import Any
 
 from infopo_verl.envs.base import Action
 
@@ -46,3 +50,49 @@ def parse_action(text: str) -> Action:
     if not isinstance(choice, str) or not isinstance(content, (str, int, float)):
         return Action(content="", raw=text, parse_error=f"{TOOL_NAME} needs a string `choice` and a `content`")
     return Action(content=str(content).strip(), choice=choice.strip().lower(), raw=text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tool calls of any name, for tasks whose agent has a whole toolbox (tau2-bench's domain tools). Same Hermes format
+# as above; a turn may hold several calls. Kept apart from parse_action so UserRL's single-tool rules stay as they
+# are.
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """One ``<tool_call>`` block of an agent turn: the function's name and its JSON arguments."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+def parse_tool_calls(text: str) -> tuple[list[ToolCall], list[str], str]:
+    """Every ``<tool_call>`` JSON block of ``text``, in order; never raises on model output.
+
+    Returns ``(calls, problems, rest)``: the blocks that parsed, one short reason per block that did not (the agent
+    is told), and the text outside the blocks with any ``<think>`` section removed.
+    """
+    calls: list[ToolCall] = []
+    problems: list[str] = []
+    for number, match in enumerate(_TOOL_CALL.finditer(text), start=1):
+        try:
+            call = json.loads(match.group(1).strip())
+        except json.JSONDecodeError as error:
+            problems.append(f"tool call {number} is not valid JSON ({error.msg})")
+            continue
+        name = call.get("name") if isinstance(call, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            problems.append(f"tool call {number} has no function name")
+            continue
+        arguments = call.get("arguments", {})
+        if isinstance(arguments, str):  # some models emit the arguments as a JSON string
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError:
+                arguments = None
+        if not isinstance(arguments, dict):
+            problems.append(f"tool call {number} ({name.strip()[:60]}): the arguments are not a JSON object")
+            continue
+        calls.append(ToolCall(name=name.strip(), arguments=arguments))
+    rest = _THINK.sub("", _TOOL_CALL.sub("", text)).strip()
+    return calls, problems, rest

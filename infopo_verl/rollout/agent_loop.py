@@ -4,11 +4,14 @@ An explicit state machine, one method per state, in the manner of verl's ``ToolA
 
     PENDING -> GENERATING -> ACTING -> FEEDBACK -> GENERATING -> ... -> SCORING -> TERMINATED
 
+- PENDING renders the prompt: the row's messages plus any the environment opens the dialogue with
+  (``Environment.opening``: tau2-bench's customer speaks first), with the row's tools (a list, or JSON text).
 - GENERATING samples agent turn a_t through ``server_manager.generate`` (at most ``max_tokens_per_turn`` tokens
   and never past the response budget) and appends its ids as generated (response_mask 1).
 - ACTING parses the action and steps the environment (which may ask the user simulator).
-- FEEDBACK appends the environment's answer o_t as a non-assistant message (response_mask 0) and, alongside,
-  renders the placeholder message on the same context: the counterfactual prefix of turn t.
+- FEEDBACK appends the environment's answer o_t as a non-assistant message (response_mask 0; or as the messages the
+  environment returns with their own roles, e.g. several tool results) and, alongside, renders the placeholder
+  message on the same context: the counterfactual prefix of turn t.
 - SCORING measures r_t for every turn that received feedback and was followed by a generated turn
   (:mod:`infopo_verl.rollout.scoring`), all of the dialogue's requests at once.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import logging
 from typing import Any
 from uuid import uuid4
@@ -139,18 +143,30 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         task = task_fields(kwargs.get("extra_info"))
         user = build_user_simulator(self.infopo.user, server_manager=self.server_manager, tokenizer=self.tokenizer)
         environment = environment_class(task["env"]).from_row(kwargs, user, self.infopo.env)
+        tools = task.get("tools")
+        if isinstance(tools, str):  # JSON text: rows whose tool schemas differ (tau2 domains) share one parquet schema
+            tools = json.loads(tools)
         return Dialogue(
             request_id=uuid4().hex,
             messages=[dict(message) for message in kwargs["raw_prompt"]],
-            tools=list(task["tools"]) if task.get("tools") else None,
+            tools=list(tools) if tools else None,
             environment=environment,
         )
 
     # --------------------------------------------------------------- states
     async def _handle_pending(self, dialogue: Dialogue) -> State:
+        # Tasks where the user speaks first (tau2-bench's customer) open the dialogue here: part of the prompt.
+        try:
+            opening = await dialogue.environment.opening()
+        except SimulatorFailure as failure:
+            opening = []
+            dialogue.simulator_failure = failure.reason
+            dialogue.ended_by = "simulator_failure"
+            logger.warning("user simulator failed before the first turn, dialogue ended: %s", failure.reason)
+        dialogue.messages.extend(dict(message) for message in opening)
         dialogue.ids = await self.ct_build_initial_tokens(dialogue.messages, tools=dialogue.tools)
         dialogue.prompt_length = len(dialogue.ids)
-        return State.GENERATING
+        return State.SCORING if dialogue.simulator_failure is not None else State.GENERATING
 
     async def _handle_generating(self, dialogue: Dialogue, sampling: dict[str, Any]) -> State:
         budget = self.response_length - len(dialogue.response_mask)
@@ -209,10 +225,15 @@ class InfoPOUserAgentLoop(AgentLoopBase):
 
     async def _handle_feedback(self, dialogue: Dialogue) -> State:
         turn = dialogue.turns[-1]
-        # Feedback to a tool call answers the call (role tool), as in UserRL; plain text is the user talking.
-        role = "tool" if turn.action is not None and turn.action.choice is not None else "user"
         feedback = dialogue.step.feedback
-        updated = dialogue.messages + [{"role": role, "content": feedback}]
+        if dialogue.step.messages:  # the environment chose the roles (e.g. one tool message per tool result)
+            new_messages = [dict(message) for message in dialogue.step.messages]
+        else:
+            # Feedback to a tool call answers the call (role tool), as in UserRL; plain text is the user talking.
+            role = "tool" if turn.action is not None and turn.action.choice is not None else "user"
+            new_messages = [{"role": role, "content": feedback}]
+        role = new_messages[0]["role"]
+        updated = dialogue.messages + new_messages
         merge, mask, all_logprobs = await self.ct_merge_context_msg(
             dialogue.messages,
             updated,
@@ -225,6 +246,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             dialogue.ended_by = "token_budget"  # no room for the feedback, let alone another turn
             return State.SCORING
         if self.infopo.info_gain and feedback.strip():
+            # Several messages of one turn (its tool results) are o_t together: one placeholder message replaces them.
             placeholder = dialogue.messages + [{"role": role, "content": self.infopo.placeholder}]
             counterfactual = await self.loop.run_in_executor(
                 None,

@@ -36,7 +36,6 @@ from infopo_verl.envs.colbench import (
 )
 from infopo_verl.local.pipeline import LocalPipeline, compose_config, load_batch
 from infopo_verl.local.server import LocalLLMServer
-from infopo_verl.local.tiny import IM_START
 from infopo_verl.sandbox.sandbox import namespaces_available
 
 KEY_VARIABLE = "INFOPO_TEST_COLBENCH_SIMULATOR_KEY"
@@ -171,8 +170,7 @@ def end_to_end(model_dir, rows, tmp_path_factory):
             "algorithm.infopo.user.temperature=0.0",
             "algorithm.infopo.user.max_retries=0",
         ])
-        server = ScriptedAgentServer(LocalLLMServer(model_dir, max_model_len=4096, seed=3), scripts,
-                                     assistant_header=f"{IM_START}assistant")
+        server = ScriptedAgentServer(LocalLLMServer(model_dir, max_model_len=4096, seed=3), scripts)
         pipeline = LocalPipeline(config, server)
         try:
             batch = pipeline.advantages(pipeline.rollout(load_batch(config, [data_file], pipeline.tokenizer)))

@@ -125,6 +125,28 @@ RECIPES = {
 # The only keys in which the InfoPO run and its GRPO baseline may differ.
 USERGYM_DIFFERENCE = {"algorithm.adv_estimator", "algorithm.infopo.info_gain", "trainer.experiment_name"}
 
+# ---- tau2-bench: the paper's settings (SPEC section 1), shared by its InfoPO run and GRPO baseline ----
+TAU2 = {
+    **{key: value for key, value in USERGYM.items() if not key.startswith(("algorithm.infopo.beta",
+                                                                           "algorithm.infopo.gate_temperature"))},
+    "algorithm.infopo.beta": 0.1,
+    "algorithm.infopo.gate_temperature": 0.05,
+    "actor_rollout_ref.actor.optim.lr": 1e-6,
+    "data.train_batch_size": 32,
+    "actor_rollout_ref.rollout.n": 5,
+    "actor_rollout_ref.actor.ppo_mini_batch_size": 16,
+    "actor_rollout_ref.rollout.multi_turn.max_assistant_turns": 50,
+    "algorithm.infopo.max_tokens_per_turn": 1024,
+    "data.max_prompt_length": 8192,
+    "data.max_response_length": 16384,
+    "trainer.total_epochs": 10,
+    "algorithm.infopo.user.temperature": 0.7,  # training customer (the reference code's gym); evaluation uses 0
+}
+RECIPES.update({
+    "tau2_infopo.sh": {**COMPONENTS, **TAU2, "algorithm.infopo.info_gain": True},
+    "tau2_grpo.sh": {**COMPONENTS, **TAU2, "algorithm.adv_estimator": "grpo", "algorithm.infopo.info_gain": False},
+})
+
 
 def _subprocess_env(**extra: str) -> dict[str, str]:
     """A clean environment: this venv first on PATH, and none of the caller's recipe knobs or API keys."""
@@ -211,12 +233,14 @@ def test_recipe_dry_run_composes_the_expected_config(recipe):
     assert_valid_for_verl(config)
 
 
-def test_usergym_infopo_and_grpo_differ_only_in_estimator_and_info_gain():
-    infopo = flatten(dry_run("usergym_infopo.sh"))
-    grpo = flatten(dry_run("usergym_grpo.sh"))
+@pytest.mark.parametrize("benchmark", ["usergym", "tau2"])
+def test_infopo_and_grpo_runs_differ_only_in_estimator_and_info_gain(benchmark):
+    infopo = flatten(dry_run(f"{benchmark}_infopo.sh"))
+    grpo = flatten(dry_run(f"{benchmark}_grpo.sh"))
     assert infopo.keys() == grpo.keys()
     differing = {key for key in infopo if infopo[key] != grpo[key]}
     assert differing == USERGYM_DIFFERENCE, {key: (infopo[key], grpo[key]) for key in differing}
+    assert infopo["data.train_files"].endswith(f"data/{'userrl' if benchmark == 'usergym' else 'tau2'}/train.parquet")
 
 
 def test_colbench_infopo_and_grpo_differ_only_in_estimator_and_info_gain():
