@@ -1,0 +1,143 @@
+"""The per-step metrics reach each trainer's metrics dict, selected by config alone.
+
+- v1: ``trainer.v1.trainer_mode=infopo_sync`` (the shipped yaml) resolves through verl's trainer registry to
+  :class:`InfoPOSyncTrainer`, which verl's own constructor then sees as its sync trainer. Its ``_compute_advantage``
+  (verl's, then InfoPO's step) runs on clarify rows rolled out through verl's workers and stored per row the way
+  the v1 agent loop stores them. TransferQueue does not start on this CPU, so an in-memory key-value store with
+  its ``kv_batch_get``/``kv_batch_put`` contract stands in for it (the only stand-in).
+- legacy: building InfoPO's manager (as ``RayPPOTrainer.init_workers`` does) makes the legacy trainer's per-step
+  ``compute_data_metrics`` carry the ``infopo/*`` metrics, and ``RayPPOTrainer.fit`` really calls that module
+  function (and ``compute_advantage``) by name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from testkit.tiny import tiny_model_path
+from transfer_queue import KVBatchMeta
+from verl.trainer.ppo import ray_trainer
+from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
+from verl.trainer.ppo.v1 import trainer_base
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+from verl.utils.import_utils import load_class_from_fqn
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+from infopo_verl import trainer as infopo_trainer
+from infopo_verl.envs.clarify import generate_rows
+from infopo_verl.local.pipeline import compose_config, run_dialogues
+from infopo_verl.metrics import step_metrics
+from infopo_verl.rollout.output import InfoPOAgentLoopManager
+from infopo_verl.startup import LEGACY_MANAGER
+
+OVERRIDES = [
+    "actor_rollout_ref.rollout.n=3",
+    "actor_rollout_ref.rollout.prompt_length=512",
+    "data.max_prompt_length=512",
+    "actor_rollout_ref.rollout.response_length=160",
+    "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=4",
+    "algorithm.infopo.max_tokens_per_turn=12",
+    "data.train_batch_size=3",
+]
+
+
+@pytest.fixture(scope="module")
+def rolled_out(tmp_path_factory):
+    model_dir = tiny_model_path(tmp_path_factory.mktemp("tiny"))
+    config, batch = run_dialogues(model_dir, generate_rows(3, seed=4, split="train"), OVERRIDES, seed=2)
+    return model_dir, config, batch
+
+
+class KeyValueStore:
+    """TransferQueue's ``kv_batch_get`` / ``kv_batch_put`` over a dict: one field dict per key."""
+
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        return list_of_dict_to_tensordict(
+            [{field: self.rows[key][field] for field in select_fields if field in self.rows[key]} for key in keys]
+        )
+
+    def kv_batch_put(self, keys, partition_id, fields, tags=None):
+        for index, key in enumerate(keys):
+            for field in fields.keys():
+                self.rows.setdefault(key, {})[field] = fields[field][index]
+        return KVBatchMeta(keys=list(keys), tags=tags or [{} for _ in keys], partition_id=partition_id)
+
+
+def stored_as_the_v1_agent_loop_does(store: KeyValueStore, batch) -> KVBatchMeta:
+    """Each row under ``{uid}_{session}_0`` with its own response length and its ``extra_fields`` dict."""
+    response_length = batch.batch["responses"].shape[1]
+    lengths = batch.batch["attention_mask"][:, -response_length:].sum(dim=-1).tolist()
+    keys, sessions = [], {}
+    for row, uid in enumerate(batch.non_tensor_batch["uid"]):
+        session = sessions[uid] = sessions.get(uid, -1) + 1
+        key = f"{uid}_{session}_0"
+        keys.append(key)
+        store.rows[key] = {
+            "uid": uid,
+            "response_mask": batch.batch["response_mask"][row, : lengths[row]].clone(),
+            "rm_scores": batch.batch["rm_scores"][row, : lengths[row]].clone(),
+            "extra_fields": {"infopo": batch.non_tensor_batch["infopo"][row]},
+        }
+    return KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train")
+
+
+def test_v1_infopo_sync_is_verls_sync_trainer_plus_the_metrics(rolled_out, monkeypatch):
+    model_dir, config, batch = rolled_out
+    job = compose_config(model_dir, OVERRIDES)
+    assert job.trainer.v1.trainer_mode == "infopo_sync"  # the shipped yaml selects it
+    trainer_cls = get_trainer_cls(job.trainer.v1.trainer_mode)  # as verl's TaskRunnerV1 resolves it
+    assert trainer_cls is infopo_trainer.InfoPOSyncTrainer and issubclass(trainer_cls, PPOTrainerSync)
+    trainer = trainer_cls(config=job)
+    # verl's constructor saw its sync trainer: sync replay buffer, sync mode everywhere it asks.
+    assert trainer.trainer_mode == "sync" and job.trainer.v1.trainer_mode == "sync"
+    assert type(trainer.replay_buffer) is ReplayBuffer
+
+    store = KeyValueStore()
+    monkeypatch.setattr(trainer_base, "tq", store)
+    monkeypatch.setattr(infopo_trainer, "tq", store)
+    meta = stored_as_the_v1_agent_loop_does(store, batch)
+    metrics: dict = {}
+    trainer._compute_advantage(meta, metrics)
+
+    expected = step_metrics(batch, config.algorithm)
+    assert set(expected) <= set(metrics)
+    for name, value in expected.items():
+        if np.isnan(value):
+            assert np.isnan(metrics[name]), name
+        else:
+            assert metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
+    # And verl's own advantage path wrote the same advantages the legacy-style batch carries.
+    for row, key in enumerate(meta.keys):
+        stored = store.rows[key]["advantages"]
+        assert torch.allclose(stored, batch.batch["advantages"][row, : stored.shape[0]], atol=1e-6)
+
+
+def test_legacy_trainer_metrics_through_infopo_manager(rolled_out, monkeypatch):
+    model_dir, config, batch = rolled_out
+    monkeypatch.setattr(ray_trainer, "compute_data_metrics", ray_trainer.compute_data_metrics)  # restored after
+    plain = ray_trainer.compute_data_metrics(batch=batch, use_critic=False)
+    assert not any(name.startswith("infopo/") for name in plain)
+
+    legacy = compose_config(model_dir, [*OVERRIDES, "trainer.use_v1=false", f"+{LEGACY_MANAGER_KEY}={LEGACY_MANAGER}"])
+    manager_cls = load_class_from_fqn(OmegaConf.select(legacy, LEGACY_MANAGER_KEY), "AgentLoopManager")
+    assert manager_cls is InfoPOAgentLoopManager
+    manager_cls(config=legacy, llm_client=None)  # as RayPPOTrainer.init_workers builds it, before the first step
+    manager_cls(config=legacy, llm_client=None)  # idempotent: a second manager does not stack a second hook
+
+    logged = ray_trainer.compute_data_metrics(batch=batch, use_critic=False)
+    expected = step_metrics(batch, legacy.algorithm)
+    assert {name: logged[name] for name in plain} == plain  # verl's own metrics untouched
+    assert set(logged) == set(plain) | set(expected)
+    for name, value in expected.items():
+        assert (np.isnan(value) and np.isnan(logged[name])) or logged[name] == value, name
+    # The hook sits where the legacy fit loop looks: it calls both module functions by their global names.
+    names = ray_trainer.RayPPOTrainer.fit.__code__.co_names
+    assert "compute_data_metrics" in names and "compute_advantage" in names
+
+
+LEGACY_MANAGER_KEY = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
