@@ -3,7 +3,8 @@
 A configuration that cannot train InfoPO must stop before the first rollout, not train something else quietly:
 
 - the legacy trainer (``trainer.use_v1=false``) without InfoPO's agent-loop manager: verl's own legacy manager
-  never writes r_t into ``rm_scores``, so ``adv_estimator=infopo`` would silently train plain GRPO;
+  never writes r_t into ``rm_scores``, so ``adv_estimator=infopo`` would silently train plain GRPO (and another
+  estimator would lose its shaped reward beta * r_t; the GRPO baseline with ``info_gain=false`` has none);
 - the v1 trainer with InfoPO's legacy manager: it stores rollouts as a padded batch, not in TransferQueue;
 - ``actor_rollout_ref.rollout.n < 2`` with ``adv_estimator=infopo``: every group statistic needs two rollouts;
 - a v1 trainer mode whose server client drops ``prompt_logprobs`` while ``algorithm.infopo.info_gain`` is on: the
@@ -97,7 +98,9 @@ def check_training_config(config: Mapping[str, Any]) -> None:
 
     manager = _select(config, MANAGER_KEY)
     if not _select(config, "trainer.use_v1", True):
-        if not _is_legacy_manager(manager):
+        # Without InfoPO's manager the turn rewards never reach rm_scores: refused whenever there are any (the
+        # GRPO baseline, another estimator with info_gain off, has none to lose).
+        if (estimator == "infopo" or infopo.info_gain) and not _is_legacy_manager(manager):
             raise ConfigError(
                 f"trainer.use_v1=false (the legacy trainer) needs InfoPO's agent-loop manager, which writes the "
                 f"per-turn rewards into rm_scores; without it every r_t is dropped and the run trains plain GRPO "

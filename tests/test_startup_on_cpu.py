@@ -100,6 +100,8 @@ def test_configs_that_can_work_pass_every_check(model_dir):
         ["trainer.v1.trainer_mode=sync"],
         ["trainer.use_v1=false", f"+{MANAGER}={LEGACY_MANAGER}"],
         ["trainer.v1.trainer_mode=colocate_async", "algorithm.infopo.info_gain=false"],
+        # The GRPO baseline on the legacy trainer: no turn rewards to lose, so verl's own manager is fine.
+        ["trainer.use_v1=false", "algorithm.adv_estimator=grpo", "algorithm.infopo.info_gain=false"],
     ):
         check_training_config(compose_config(model_dir, overrides))
     # A run that uses none of InfoPO's components is none of InfoPO's business.
