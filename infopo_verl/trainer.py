@@ -48,19 +48,27 @@ class InfoPOSyncTrainer(PPOTrainerSync):
         super().__init__(config)
 
     def _compute_advantage(self, batch, metrics: dict):
+        padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]  # the tags balancing gave the rows
         batch = super()._compute_advantage(batch, metrics)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=METRIC_FIELDS)
-        metrics.update(step_metrics(metrics_batch(data), self.config.algorithm))
+        metrics.update(step_metrics(metrics_batch(data, padding), self.config.algorithm))
         return batch
 
 
-def metrics_batch(data) -> DataProto:
+def metrics_batch(data, padding: list[bool]) -> DataProto:
     """A ``DataProto`` for :func:`step_metrics` from the v1 trainer's TransferQueue fields (nested tensors padded
-    on the right; the uid and the rollout records as non-tensor columns)."""
+    on the right; the uid and the rollout records as non-tensor columns).
+
+    verl's batch-balancing padding rows (tag ``is_padding``) are copies of a real row's fields with a zero mask;
+    their record is dropped so that no dialogue is counted twice (the rows still count as excluded rows).
+    """
     extra_fields = data.pop("extra_fields").tolist()
     uid = np.array(data.pop("uid").tolist(), dtype=object)
     records = np.empty(len(extra_fields), dtype=object)
-    records[:] = [fields.get(RECORD_KEY) if isinstance(fields, Mapping) else None for fields in extra_fields]
+    records[:] = [
+        None if is_padding or not isinstance(fields, Mapping) else fields.get(RECORD_KEY)
+        for fields, is_padding in zip(extra_fields, padding, strict=True)
+    ]
     return DataProto(batch=data.to_padded_tensor(), non_tensor_batch={"uid": uid, RECORD_KEY: records})
 
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from testkit.tiny import tiny_model_path
 from transfer_queue import KVBatchMeta
-from verl.trainer.ppo import ray_trainer
+from verl.trainer.ppo import padding_utils, ray_trainer
 from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 from verl.trainer.ppo.v1 import trainer_base
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
@@ -55,17 +55,22 @@ class KeyValueStore:
 
     def __init__(self):
         self.rows: dict[str, dict] = {}
+        self.tags: dict[str, dict] = {}
 
-    def kv_batch_get(self, keys, partition_id, select_fields):
+    def kv_batch_get(self, keys, partition_id, select_fields=None):
         return list_of_dict_to_tensordict(
-            [{field: self.rows[key][field] for field in select_fields if field in self.rows[key]} for key in keys]
+            [
+                {field: value for field, value in self.rows[key].items() if select_fields is None or field in select_fields}
+                for key in keys
+            ]
         )
 
     def kv_batch_put(self, keys, partition_id, fields, tags=None):
         for index, key in enumerate(keys):
             for field in fields.keys():
                 self.rows.setdefault(key, {})[field] = fields[field][index]
-        return KVBatchMeta(keys=list(keys), tags=tags or [{} for _ in keys], partition_id=partition_id)
+            self.tags[key] = {**self.tags.get(key, {}), **(tags[index] if tags else {})}
+        return KVBatchMeta(keys=list(keys), tags=[dict(self.tags[key]) for key in keys], partition_id=partition_id)
 
 
 def stored_as_the_v1_agent_loop_does(store: KeyValueStore, batch) -> KVBatchMeta:
@@ -77,13 +82,20 @@ def stored_as_the_v1_agent_loop_does(store: KeyValueStore, batch) -> KVBatchMeta
         session = sessions[uid] = sessions.get(uid, -1) + 1
         key = f"{uid}_{session}_0"
         keys.append(key)
+        prompt = batch.batch["prompts"][row][batch.batch["attention_mask"][row, :-response_length].bool()]
+        response = batch.batch["responses"][row, : lengths[row]]
         store.rows[key] = {
             "uid": uid,
+            "prompts": prompt.clone(),
+            "responses": response.clone(),
+            "input_ids": torch.cat([prompt, response]),
+            "attention_mask": torch.ones(prompt.shape[0] + response.shape[0], dtype=torch.int64),
             "response_mask": batch.batch["response_mask"][row, : lengths[row]].clone(),
             "rm_scores": batch.batch["rm_scores"][row, : lengths[row]].clone(),
             "extra_fields": {"infopo": batch.non_tensor_batch["infopo"][row]},
         }
-    return KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train")
+        store.tags[key] = {"status": "success"}
+    return KVBatchMeta(keys=keys, tags=[dict(store.tags[key]) for key in keys], partition_id="train")
 
 
 def test_v1_infopo_sync_is_verls_sync_trainer_plus_the_metrics(rolled_out, monkeypatch):
@@ -96,15 +108,21 @@ def test_v1_infopo_sync_is_verls_sync_trainer_plus_the_metrics(rolled_out, monke
     # verl's constructor saw its sync trainer: sync replay buffer, sync mode everywhere it asks.
     assert trainer.trainer_mode == "sync" and job.trainer.v1.trainer_mode == "sync"
     assert type(trainer.replay_buffer) is ReplayBuffer
+    trainer._init_tokenizer()  # the one step of verl's init() this test needs; the rest builds GPU workers
 
     store = KeyValueStore()
-    monkeypatch.setattr(trainer_base, "tq", store)
-    monkeypatch.setattr(infopo_trainer, "tq", store)
-    meta = stored_as_the_v1_agent_loop_does(store, batch)
+    for module in (trainer_base, padding_utils, infopo_trainer):
+        monkeypatch.setattr(module, "tq", store)
+    real = stored_as_the_v1_agent_loop_does(store, batch)
+    # verl's batch balancing pads to a multiple of the data-parallel size with copies of the first row (its
+    # extra_fields included), zero mask, zero rewards, tag is_padding.
+    meta = padding_utils.upsample_batch_to_divisible_size(real, len(real) + 2, trainer.tokenizer.eos_token_id)
+    assert len(meta) == len(real) + 2 and sum(tag.get("is_padding", False) for tag in meta.tags) == 2
     metrics: dict = {}
     trainer._compute_advantage(meta, metrics)
 
     expected = step_metrics(batch, config.algorithm)
+    expected["infopo/excluded_rows"] += 2  # the padding rows, and nothing else about them
     assert set(expected) <= set(metrics)
     for name, value in expected.items():
         if np.isnan(value):
@@ -112,7 +130,9 @@ def test_v1_infopo_sync_is_verls_sync_trainer_plus_the_metrics(rolled_out, monke
         else:
             assert metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
     # And verl's own advantage path wrote the same advantages the legacy-style batch carries.
-    for row, key in enumerate(meta.keys):
+    for key in meta.keys[len(real):]:
+        assert not store.rows[key]["advantages"].any()
+    for row, key in enumerate(real.keys):
         stored = store.rows[key]["advantages"]
         assert torch.allclose(stored, batch.batch["advantages"][row, : stored.shape[0]], atol=1e-6)
 
