@@ -161,3 +161,24 @@ def test_legacy_trainer_metrics_through_infopo_manager(rolled_out, monkeypatch):
 
 
 LEGACY_MANAGER_KEY = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
+
+
+def test_plain_override_on_verls_stock_config_selects_the_metrics_trainer(rolled_out):
+    """The documented plain override (the key exists in verl's ppo_trainer.yaml, so no ``+``)."""
+    from hydra import compose, initialize_config_module
+
+    model_dir, _, _ = rolled_out
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        stock = compose(
+            config_name="ppo_trainer",
+            overrides=[
+                f"actor_rollout_ref.model.path={model_dir}",
+                "algorithm.adv_estimator=infopo",
+                "reward.reward_manager.name=infopo",
+                "actor_rollout_ref.rollout.agent.default_agent_loop=infopo_user",
+                "actor_rollout_ref.rollout.n=2",
+                "trainer.v1.trainer_mode=infopo_sync",
+            ],
+        )
+    trainer = get_trainer_cls(stock.trainer.v1.trainer_mode)(config=stock)
+    assert isinstance(trainer, infopo_trainer.InfoPOSyncTrainer) and trainer.trainer_mode == "sync"
