@@ -16,7 +16,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from verl import DataProto
 
@@ -159,7 +158,8 @@ def step_metrics(batch: DataProto, algorithm: Mapping[str, Any] | None) -> dict[
         ``{"infopo/<name>": float}``; names and equations in ``docs/metrics.md``.
     """
     tensors = batch.batch
-    reward_key = next((key for key in ("token_level_scores", "token_level_rewards", "rm_scores") if key in tensors.keys()), None)
+    present = [key for key in ("token_level_scores", "token_level_rewards", "rm_scores") if key in tensors.keys()]
+    reward_key = present[0] if present else None
     if reward_key is None or "response_mask" not in tensors.keys():
         raise KeyError(
             f"step_metrics needs response_mask and the rewards (token_level_scores, token_level_rewards or rm_scores); "

@@ -100,7 +100,9 @@ def expected_metrics(batch: DataProto, algorithm) -> dict[str, float]:
     trained = [any(row) for row in masks]
 
     # R from the rollout record (the environment's score; a failed dialogue scores 0), not from rm_scores.
-    outcome = [0.0 if record is None or record["simulator_failure"] else float(record["env_score"]) for record in records]
+    outcome = [
+        0.0 if record is None or record["simulator_failure"] else float(record["env_score"]) for record in records
+    ]
     groups: dict[str, list[int]] = {}
     for row, uid in enumerate(uids):
         if trained[row]:

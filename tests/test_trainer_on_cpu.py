@@ -58,11 +58,9 @@ class KeyValueStore:
         self.tags: dict[str, dict] = {}
 
     def kv_batch_get(self, keys, partition_id, select_fields=None):
+        wanted = (lambda name: True) if select_fields is None else (lambda name: name in select_fields)
         return list_of_dict_to_tensordict(
-            [
-                {field: value for field, value in self.rows[key].items() if select_fields is None or field in select_fields}
-                for key in keys
-            ]
+            [{name: value for name, value in self.rows[key].items() if wanted(name)} for key in keys]
         )
 
     def kv_batch_put(self, keys, partition_id, fields, tags=None):
