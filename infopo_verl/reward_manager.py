@@ -24,9 +24,9 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
 
-from infopo_verl.config import InfoPOConfig, refuse_kl_in_reward
 from infopo_verl.envs.base import task_metric_columns
 from infopo_verl.rollout.output import RECORD_KEY
+from infopo_verl.startup import check_training_config
 
 REWARD_MANAGER_NAME = "infopo"
 
@@ -62,12 +62,9 @@ class InfoPORewardManager(RewardManagerBase):
 
     def __init__(self, config, tokenizer, compute_score, reward_router_address=None, reward_model_tokenizer=None):
         super().__init__(config, tokenizer, compute_score)
-        # Reward workers start with the trainer, long before the first advantage: check InfoPO's config here so a
-        # typo or an incompatible setting stops the run at start-up, not after the first rollout.
-        algorithm = config.get("algorithm")
-        InfoPOConfig.from_algorithm(algorithm)
-        if algorithm is not None and algorithm.get("adv_estimator") == "infopo":
-            refuse_kl_in_reward(algorithm)
+        # Reward workers start with the trainer, long before the first advantage: check the whole training config
+        # here too (infopo_verl.startup), the backstop for a stock-config run without InfoPO's start-up callback.
+        check_training_config(config)
         self.fallback = NaiveRewardManager(
             config,
             tokenizer,

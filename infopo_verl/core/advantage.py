@@ -24,9 +24,17 @@ How this departs from a literal per-token implementation, and why:
   float64 also makes a tied group's mean exactly its common value: its advantage is exactly 0 instead of a
   float32 rounding residue divided by eps (which would be of order 1e-2). verl's own GRPO keeps that residue for
   ties at values such as 0.1. Elsewhere ``beta: 0`` equals verl's GRPO to float32 rounding (1-2 ulp: verl rounds
-  at every float32 step, this rounds once), and to the bit where verl's own arithmetic is exact.
+  at every float32 step, this rounds once), and to the bit where verl's own arithmetic is exact, on the rows
+  that carry a loss (verl's GRPO also counts all-zero-mask rows in its group statistics; see the last point).
 - The fused advantage is built per turn and written onto its tokens with one cumulative sum (no dense per-token
   turn index); the outcome is summed from the nonzero rewards only.
+- A row whose response_mask is all zero carries no loss: a dialogue the rollout gave up on (simulator failure,
+  aborted generation) or one of verl's batch-balancing padding rows (uid ``pad...``, zero rewards). The paper has
+  no such rows; here they are left out of every statistic (the outcome's group mean and std, the gate, the turn
+  pool, the magnitude bound's batch stds) and their advantages are 0, so a simulator fault never becomes a
+  negative advantage for the rest of its group. A group left with one trained row is a singleton.
+
+Each equation is one function below, in the order the paper applies them; :func:`infopo_advantages` chains them.
 """
 
 from __future__ import annotations
@@ -38,7 +46,18 @@ import torch
 
 from infopo_verl.core.turns import TurnLayout, turn_layout
 
-__all__ = ["AdvantageBreakdown", "infopo_advantages", "group_ids_from_index"]
+__all__ = [
+    "AdvantageBreakdown",
+    "infopo_advantages",
+    "group_ids_from_index",
+    "outcome_scores",
+    "outcome_advantage",
+    "group_gate",
+    "info_advantage_by_turn",
+    "info_advantage_by_token",
+    "magnitude_scale",
+    "fuse",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +78,8 @@ class AdvantageBreakdown:
     """(n,) float64: A_info of every turn after any magnitude bound (token mode: the value on each of its tokens)."""
     info_scale: float
     """Factor the magnitude bound applied to A_info (1.0 when off or not binding)."""
+    trained: torch.Tensor
+    """(bs,) bool: rows with at least one agent token. The others are out of every statistic; their A is 0."""
     layout: TurnLayout
 
 
@@ -90,6 +111,108 @@ def _standardise(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ep
     return (values - mean) / (std + eps) if by_std else values - mean
 
 
+def outcome_scores(token_level_rewards: torch.Tensor, layout: TurnLayout) -> torch.Tensor:
+    """R_i (bs,) float64: every reward except those at non-final turn ends, summed on its own.
+
+    Never "total minus the r_t": in a tied group that rounding residue, divided by std + eps, is a spurious
+    advantage. Rewards are sparse (one value per turn end plus the outcome), so only the nonzero entries are read.
+    """
+    bs, length = token_level_rewards.shape
+    nonfinal = ~layout.is_final  # [n]
+    reward_rows, reward_cols = token_level_rewards.nonzero(as_tuple=True)  # [m], row-major
+    reward_values = token_level_rewards[reward_rows, reward_cols].to(torch.float64)  # [m]
+    turn_end_keys = layout.row[nonfinal] * length + layout.end[nonfinal]  # [n'] ascending
+    is_turn_end = torch.isin(reward_rows * length + reward_cols, turn_end_keys)  # [m]
+    outcome = torch.zeros(bs, dtype=torch.float64, device=token_level_rewards.device)
+    return outcome.index_add_(0, reward_rows[~is_turn_end], reward_values[~is_turn_end])  # [bs]
+
+
+def outcome_advantage(
+    outcome: torch.Tensor, groups: torch.Tensor, num_groups: int, trained: torch.Tensor, eps: float, by_std: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_ext_i = (R_i - mean_g R) / (std_g R + eps) over the group's trained rows (verl GRPO: a singleton group
+    has mean 0, std 1). Returns A_ext (bs,) and std_g R (G,), which is 0 for a singleton group (for the gate)."""
+    count, mean, std = _group_stats(outcome, groups, num_groups, trained.to(outcome.dtype))  # [G] each
+    singleton = count < 2  # [G]
+    ext_mean = torch.where(singleton, torch.zeros_like(mean), mean)  # [G]
+    ext_std = torch.where(singleton, torch.ones_like(std), std)  # [G]
+    return _standardise(outcome, ext_mean[groups], ext_std[groups], eps, by_std), std  # [bs], [G]
+
+
+def group_gate(outcome_std: torch.Tensor, temperature: float, enabled: bool) -> torch.Tensor:
+    """gate_g = sigmoid(-std_g R / T) (G,): 0.5 for a tied group, closing as outcomes separate; 1 when off."""
+    if not enabled:
+        return torch.ones_like(outcome_std)
+    return torch.sigmoid(-outcome_std / temperature)
+
+
+def info_advantage_by_turn(
+    info_gain: torch.Tensor, layout: TurnLayout, turn_group: torch.Tensor, num_groups: int, eps: float, by_std: bool
+) -> torch.Tensor:
+    """Paper: A_info_{i,t} = (r_{i,t} - mean_g r) / (std_g r + eps) (n,) over the pool of every non-final agent
+    turn of the group (an unscored turn carries r = 0); a pool of fewer than two turns gives 0."""
+    pooled = ~layout.is_final  # [n]
+    count, mean, std = _group_stats(info_gain, turn_group, num_groups, pooled.to(info_gain.dtype))  # [G] each
+    standardised = _standardise(info_gain, mean[turn_group], std[turn_group], eps, by_std)  # [n]
+    return torch.where(pooled & (count[turn_group] >= 2), standardised, torch.zeros_like(info_gain))  # [n]
+
+
+def info_advantage_by_token(
+    info_gain: torch.Tensor, layout: TurnLayout, turn_group: torch.Tensor, num_groups: int, eps: float, by_std: bool
+) -> torch.Tensor:
+    """Released code: every token of turn t carries v = r_t / L_t, standardised over the group's tokens with
+    v != 0 (fewer than two: 0); tokens with v = 0 get 0. Returns the value on each turn's tokens (n,)."""
+    token_length = layout.length.to(info_gain.dtype)  # [n]
+    values = info_gain / token_length  # [n]
+    pooled = values != 0  # [n]
+    count, mean, std = _group_stats(values, turn_group, num_groups, token_length * pooled)  # [G] each
+    standardised = _standardise(values, mean[turn_group], std[turn_group], eps, by_std)  # [n]
+    return torch.where(pooled & (count[turn_group] >= 2), standardised, torch.zeros_like(values))  # [n]
+
+
+def magnitude_scale(
+    outcome_advantage: torch.Tensor, info_advantage: torch.Tensor, layout: TurnLayout, eps: float
+) -> float:
+    """Released code: min(1, max(std(A_ext), 1) / (std(A_info) + eps)), both over the batch's agent tokens
+    (rows without agent tokens weigh 0); 1.0 for fewer than two agent tokens."""
+    token_length = layout.length.to(torch.float64)  # [n]
+    if float(token_length.sum()) < 2:
+        return 1.0
+    one_group = torch.zeros_like(layout.row)  # [n]
+    _, _, std_ext = _group_stats(outcome_advantage[layout.row], one_group, 1, token_length)  # [1]
+    _, _, std_info = _group_stats(info_advantage, one_group, 1, token_length)  # [1]
+    return float(torch.clamp(torch.clamp(std_ext, min=1.0) / (std_info + eps), max=1.0))
+
+
+def fuse(
+    template: torch.Tensor,
+    layout: TurnLayout,
+    outcome_advantage: torch.Tensor,
+    row_gate: torch.Tensor,
+    info_advantage: torch.Tensor,
+    beta: float,
+    intrinsic_only: bool,
+) -> torch.Tensor:
+    """A_{i,k} = m_{i,k} * (A_ext_i + beta * gate_g * A_info_{i,t(k)}) (or m * A_info), shaped and typed like
+    ``template`` (bs, response_length); 0 off the agent tokens, so 0 on every row without one.
+
+    Built per turn, then written onto its tokens: +v at its first token, -v after its last, and a cumulative sum
+    along the response. Turns are disjoint and the running sum is back to exactly 0 between them (0 + v = v,
+    v - v = 0), so every agent token gets exactly its turn's value. (torch's CPU cumsum runs sequentially along a
+    row, accumulating in double; the driver calls this on CPU.)
+    """
+    if intrinsic_only:
+        turn_value = info_advantage  # [n]
+    else:
+        turn_value = outcome_advantage[layout.row] + beta * row_gate[layout.row] * info_advantage  # [n]
+    turn_value = turn_value.to(template.dtype)
+    advantages = torch.zeros_like(template)  # [bs, L]
+    advantages[layout.row, layout.start] = turn_value
+    closed = layout.end + 1 < template.shape[1]  # [n] a turn that runs to the last position needs no closing step
+    advantages[layout.row[closed], layout.end[closed] + 1] = -turn_value[closed]
+    return advantages.cumsum_(dim=-1)
+
+
 def infopo_advantages(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
@@ -104,11 +227,11 @@ def infopo_advantages(
     eps: float = 1e-6,
     norm_by_std: bool = True,
 ) -> AdvantageBreakdown:
-    """Compute InfoPO advantages.
+    """Compute InfoPO advantages: the equations above, in order.
 
     Args:
         token_level_rewards: (bs, response_length) rewards in the SPEC section 2 layout.
-        response_mask: (bs, response_length), nonzero on agent tokens.
+        response_mask: (bs, response_length), nonzero on agent tokens; an all-zero row is out of every statistic.
         group_ids: (bs,) int64 group of each row (see :func:`group_ids_from_index`).
         beta, gate_temperature, normalization, magnitude_bound, gate, intrinsic_only, eps: ``algorithm.infopo``.
         norm_by_std: ``algorithm.norm_adv_by_std_in_grpo``.
@@ -124,87 +247,34 @@ def infopo_advantages(
     if group_ids.shape != (bs,):
         raise ValueError(f"group_ids must have shape ({bs},), got {tuple(group_ids.shape)}")
 
-    device = token_level_rewards.device
-    f64 = torch.float64
     layout = turn_layout(response_mask)
-    groups = group_ids.to(device)  # [bs]
+    groups = group_ids.to(token_level_rewards.device)  # [bs]
     num_groups = int(groups.max()) + 1 if bs else 0
-    nonfinal = ~layout.is_final  # [n]
+    trained = layout.turns_per_row > 0  # [bs]; a row without agent tokens has no turns, so no turn statistic sees it
     turn_group = groups[layout.row]  # [n]
 
-    # Outcome R: every position except the non-final turn ends, summed on its own (never total minus r_t).
-    # Rewards are sparse (one value per turn end plus the outcome), so only the nonzero entries are read.
-    length = token_level_rewards.shape[1]
-    reward_rows, reward_cols = token_level_rewards.nonzero(as_tuple=True)  # [m], row-major
-    reward_values = token_level_rewards[reward_rows, reward_cols].to(f64)  # [m]
-    turn_end_keys = layout.row[nonfinal] * length + layout.end[nonfinal]  # [n'] ascending
-    is_turn_end = torch.isin(reward_rows * length + reward_cols, turn_end_keys)  # [m]
-    outcome = torch.zeros(bs, dtype=f64, device=device).index_add_(
-        0, reward_rows[~is_turn_end], reward_values[~is_turn_end]
-    )  # [bs]
+    outcome = outcome_scores(token_level_rewards, layout)  # [bs]
+    ext, outcome_std = outcome_advantage(outcome, groups, num_groups, trained, eps, norm_by_std)  # [bs], [G]
+    row_gate = group_gate(outcome_std, gate_temperature, gate)[groups]  # [bs]
 
-    count_r, mean_r, std_r = _group_stats(outcome, groups, num_groups)  # [G] each
-    singleton = count_r < 2  # [G]; verl GRPO: singleton group -> mean 0, std 1
-    ext_mean = torch.where(singleton, torch.zeros_like(mean_r), mean_r)
-    ext_std = torch.where(singleton, torch.ones_like(std_r), std_r)
-    outcome_advantage = _standardise(outcome, ext_mean[groups], ext_std[groups], eps, norm_by_std)  # [bs]
-
-    if gate:
-        group_gate = torch.sigmoid(-std_r / gate_temperature)  # [G]; std_r is 0 for singletons
-    else:
-        group_gate = torch.ones_like(std_r)
-    row_gate = group_gate[groups]  # [bs]
-
-    # Information gain r_t of each turn (final turns carry none).
     info_gain = torch.where(
-        nonfinal, token_level_rewards[layout.row, layout.end].to(f64), torch.zeros((), dtype=f64, device=device)
-    )  # [n]
-    if normalization == "turn":
-        values = info_gain  # [n]
-        pooled = nonfinal  # [n] the pool: every non-final turn, eligible or not (r = 0)
-        weights = pooled.to(f64)
-    else:
-        values = info_gain / layout.length.to(f64)  # [n] value on each of the turn's tokens
-        pooled = values != 0  # [n] the pool: tokens with a nonzero value
-        weights = layout.length.to(f64) * pooled
-    count_i, mean_i, std_i = _group_stats(values, turn_group, num_groups, weights)  # [G] each
-    standardised = _standardise(values, mean_i[turn_group], std_i[turn_group], eps, norm_by_std)  # [n]
-    info_advantage = torch.where(pooled & (count_i[turn_group] >= 2), standardised, torch.zeros_like(values))  # [n]
-
-    info_scale = 1.0
-    if magnitude_bound:
-        row_tokens = torch.zeros(bs, dtype=f64, device=device).index_add_(0, layout.row, layout.length.to(f64))
-        if float(row_tokens.sum()) >= 2:
-            zeros_b = torch.zeros(bs, dtype=torch.long, device=device)
-            zeros_n = torch.zeros_like(layout.row)
-            _, _, std_ext_tokens = _group_stats(outcome_advantage, zeros_b, 1, row_tokens)
-            _, _, std_info_tokens = _group_stats(info_advantage, zeros_n, 1, layout.length.to(f64))
-            ratio = torch.clamp(std_ext_tokens, min=1.0) / (std_info_tokens + eps)
-            info_scale = float(torch.clamp(ratio, max=1.0))
-            info_advantage = info_advantage * info_scale
-
-    # Fuse per turn, then write each turn's value onto its tokens: +v at its first token, -v after its last, and a
-    # cumulative sum along the response. Turns are disjoint and the running sum is back to exactly 0 between them
-    # (0 + v = v, v - v = 0), so every agent token gets exactly its turn's value and every other position 0.
-    # (torch's CPU cumsum runs sequentially along a row, accumulating in double; the driver calls this on CPU.)
-    if intrinsic_only:
-        turn_value = info_advantage  # [n]
-    else:
-        turn_value = outcome_advantage[layout.row] + beta * row_gate[layout.row] * info_advantage  # [n]
-    turn_value = turn_value.to(token_level_rewards.dtype)
-    advantages = torch.zeros_like(token_level_rewards)  # [bs, L]
-    advantages[layout.row, layout.start] = turn_value
-    closed = layout.end + 1 < length  # [n] a turn that runs to the last position needs no closing step
-    advantages[layout.row[closed], layout.end[closed] + 1] = -turn_value[closed]
-    advantages.cumsum_(dim=-1)
+        layout.is_final,
+        torch.zeros((), dtype=torch.float64, device=groups.device),
+        token_level_rewards[layout.row, layout.end].to(torch.float64),
+    )  # [n] r_t at each non-final turn's last token
+    by_pool = info_advantage_by_turn if normalization == "turn" else info_advantage_by_token
+    info = by_pool(info_gain, layout, turn_group, num_groups, eps, norm_by_std)  # [n]
+    info_scale = magnitude_scale(ext, info, layout, eps) if magnitude_bound else 1.0
+    info = info * info_scale
 
     return AdvantageBreakdown(
-        advantages=advantages,
+        advantages=fuse(token_level_rewards, layout, ext, row_gate, info, beta, intrinsic_only),
         outcome=outcome,
-        outcome_advantage=outcome_advantage,
+        outcome_advantage=ext,
         gate=row_gate,
         info_gain=info_gain,
-        info_advantage=info_advantage,
+        info_advantage=info,
         info_scale=info_scale,
+        trained=trained,
         layout=layout,
     )

@@ -59,6 +59,18 @@ class InfoPOAgentLoopWorker(AgentLoopWorker):
 
 
 class InfoPOAgentLoopManager(AgentLoopManager):
-    """Legacy-trainer agent loop manager whose workers are :class:`InfoPOAgentLoopWorker`."""
+    """Legacy-trainer agent loop manager whose workers are :class:`InfoPOAgentLoopWorker`.
+
+    The legacy trainer builds it in its own process before the first step: it refuses a config that cannot work
+    and routes InfoPO's per-step metrics into the trainer's tracker (:mod:`infopo_verl.trainer`).
+    """
 
     agent_loop_workers_class = ray.remote(InfoPOAgentLoopWorker)
+
+    def __init__(self, config, *args, **kwargs):
+        from infopo_verl.startup import check_training_config
+        from infopo_verl.trainer import install_legacy_step_metrics
+
+        check_training_config(config)
+        install_legacy_step_metrics(config.algorithm)
+        super().__init__(config, *args, **kwargs)

@@ -94,9 +94,12 @@ def oracle_advantages(
         info_gain.append([rewards[i][last] for (_, last) in turns[i][:-1]])
         outcome.append(sum(rewards[i][k] for k in range(length) if k not in intrinsic_positions))
 
+    # A row with no agent token (a failed dialogue, a padding row) is in no group: it carries no loss and
+    # enters no statistic; its advantages stay 0.
     groups: dict = {}
     for i, uid in enumerate(uids):
-        groups.setdefault(uid, []).append(i)
+        if turns[i]:
+            groups.setdefault(uid, []).append(i)
 
     outcome_advantage = [0.0] * batch_size
     row_gate = [1.0] * batch_size
@@ -571,8 +574,11 @@ def test_tied_groups_have_exactly_zero_outcome_advantage(tie_value, normalizatio
 GRPO_ULP_RTOL = 2.5e-7
 
 
-def grpo_batch(rng: random.Random, with_info_gain: bool, group_sizes=(1, 2, 3, 4, 5, 8), values=None):
-    """Outcome-only (or outcome + r_t at turn ends) batch; outcomes from small dyadic sets."""
+def grpo_batch(
+    rng: random.Random, with_info_gain: bool, group_sizes=(1, 2, 3, 4, 5, 8), values=None, allow_empty: bool = True
+):
+    """Outcome-only (or outcome + r_t at turn ends) batch; outcomes from small dyadic sets. ``allow_empty`` false
+    redraws all-zero-mask rows, so each group keeps exactly its drawn size of trained rows."""
     length = 16
     rows_rewards, rows_mask, uids = [], [], []
     for group in range(6):
@@ -580,6 +586,8 @@ def grpo_batch(rng: random.Random, with_info_gain: bool, group_sizes=(1, 2, 3, 4
         outcome_values = values or rng.choice([[0.0, 1.0], [0.0, 0.25, 0.5, 0.75, 1.0], [1.0], [-1.0, 0.5, 2.0]])
         for _ in range(size):
             mask, turns, last_token = random_row(rng, length)
+            while not allow_empty and not turns:
+                mask, turns, last_token = random_row(rng, length)
             rewards = [0.0] * length
             if with_info_gain:
                 for _, last in turns[:-1]:
@@ -589,6 +597,17 @@ def grpo_batch(rng: random.Random, with_info_gain: bool, group_sizes=(1, 2, 3, 4
             rows_mask.append(mask)
             uids.append(f"g{group}")
     return tensors(rows_rewards, rows_mask) + (np.array(uids, dtype=object),)
+
+
+def verl_grpo_on_trained_rows(rewards, mask, uids, norm_adv_by_std_in_grpo: bool) -> torch.Tensor:
+    """verl's GRPO over the rows that carry a loss; 0 on all-zero-mask rows (which verl's GRPO would count)."""
+    trained = mask.any(dim=-1)
+    expected = torch.zeros_like(rewards)
+    if trained.any():
+        expected[trained], _ = compute_grpo_outcome_advantage(
+            rewards[trained], mask[trained], uids[trained.numpy()], norm_adv_by_std_in_grpo=norm_adv_by_std_in_grpo
+        )
+    return expected
 
 
 def without_info_gain(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -605,10 +624,8 @@ def without_info_gain(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 def test_beta_zero_is_verl_grpo_bit_for_bit_where_verl_is_exact(normalization, with_info_gain):
     rng = random.Random(10)
     for _ in range(10):
-        rewards, mask, uids = grpo_batch(rng, with_info_gain, group_sizes=(1, 2, 4, 8))
-        expected, _ = compute_grpo_outcome_advantage(
-            without_info_gain(rewards, mask), mask, uids, norm_adv_by_std_in_grpo=False
-        )
+        rewards, mask, uids = grpo_batch(rng, with_info_gain, group_sizes=(1, 2, 4, 8), allow_empty=False)
+        expected = verl_grpo_on_trained_rows(without_info_gain(rewards, mask), mask, uids, False)
         got = run_estimator(rewards, mask, list(uids), norm_by_std=False, beta=0.0, normalization=normalization)
         assert torch.equal(got, expected), (got - expected).abs().max()
 
@@ -617,13 +634,14 @@ def test_beta_zero_is_verl_grpo_bit_for_bit_where_verl_is_exact(normalization, w
 @pytest.mark.parametrize("with_info_gain", [False, True], ids=["outcome-only", "with-r_t"])
 @pytest.mark.parametrize("normalization", ["turn", "token"])
 def test_beta_zero_is_verl_grpo(normalization, with_info_gain, norm_by_std):
-    """beta 0 is GRPO; with r_t present it is GRPO on the rewards with every r_t removed (SPEC section 1)."""
+    """beta 0 is GRPO; with r_t present it is GRPO on the rewards with every r_t removed (SPEC section 1), over
+    the rows that carry a loss (all-zero-mask rows are out of every statistic)."""
     rng = random.Random(11)
     for _ in range(10):
         rewards, mask, uids = grpo_batch(rng, with_info_gain)
         outcome_only = without_info_gain(rewards, mask)
         assert with_info_gain != torch.equal(outcome_only, rewards)  # the batch carries r_t exactly when asked
-        expected, _ = compute_grpo_outcome_advantage(outcome_only, mask, uids, norm_adv_by_std_in_grpo=norm_by_std)
+        expected = verl_grpo_on_trained_rows(outcome_only, mask, uids, norm_by_std)
         got = run_estimator(rewards, mask, list(uids), norm_by_std=norm_by_std, beta=0.0, normalization=normalization)
         torch.testing.assert_close(got, expected, rtol=GRPO_ULP_RTOL, atol=1e-7)
 
@@ -686,6 +704,89 @@ def test_reached_through_verl_compute_advantage(norm_by_std, infopo):
         )
         torch.testing.assert_close(data.batch["advantages"].double(), expected, atol=ATOL, rtol=RTOL)
         assert torch.equal(data.batch["returns"], data.batch["advantages"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rows without a loss (all-zero response_mask) change nothing for the others.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def with_zero_mask_rows(rng: random.Random, rewards, mask, uids):
+    """The batch plus rows whose response_mask is all zero, shuffled in: verl's padding rows (uid ``pad_<k>``, zero
+    rewards) and failed dialogues (a real group's uid, nonzero rewards where their turns and outcome had been).
+    Returns the bigger batch and the index of every original row in it."""
+    length = rewards.shape[1]
+    extra_rewards, extra_uids = [], []
+    for k in range(rng.randint(1, 3)):  # padding rows: zero mask, zero rewards
+        extra_rewards.append([0.0] * length)
+        extra_uids.append(f"pad_{k}")
+    for _ in range(rng.randint(1, 4)):  # failed dialogues: zero mask, stale r_t and outcome left in the rewards
+        row = [0.0] * length
+        for position in rng.sample(range(length), rng.randint(1, min(3, length))):
+            row[position] = rng.choice([1.0, -0.5, rng.gauss(0.0, 2.0)])
+        extra_rewards.append(row)
+        extra_uids.append(rng.choice(uids))
+    all_rewards = torch.cat([rewards, torch.tensor(extra_rewards, dtype=rewards.dtype)])
+    all_mask = torch.cat([mask, torch.zeros((len(extra_uids), length), dtype=mask.dtype)])
+    all_uids = list(uids) + extra_uids
+    order = list(range(len(all_uids)))
+    rng.shuffle(order)
+    position_of = {old: new for new, old in enumerate(order)}
+    return (
+        all_rewards[order],
+        all_mask[order],
+        [all_uids[i] for i in order],
+        [position_of[i] for i in range(len(uids))],
+    )
+
+
+@pytest.mark.parametrize(
+    "infopo",
+    [
+        {},
+        {"gate": False, "beta": 1.0},
+        {"normalization": "token", "magnitude_bound": True},
+        {"normalization": "turn", "magnitude_bound": True, "beta": 0.3},
+        {"intrinsic_only": True},
+    ],
+    ids=["default", "nogate", "token-bound", "turn-bound", "intrinsic"],
+)
+def test_zero_mask_rows_are_left_out_of_every_statistic(infopo):
+    """A padding row or a failed dialogue (all-zero mask) gets A = 0 and leaves every other row's A unchanged, to
+    the bit, through verl's compute_advantage; the oracle agrees on the bigger batch."""
+    rng = random.Random(31)
+    config = verl_algorithm_section(**infopo)
+    checked = 0
+    while checked < 8:
+        rewards, mask, uids = random_batch(rng)
+        keep = mask.any(dim=-1)  # the generator's own all-zero rows are covered by the oracle comparisons
+        rewards, mask, uids = rewards[keep], mask[keep], [uid for uid, k in zip(uids, keep.tolist()) if k]
+        if len(uids) < 2:
+            continue
+        big_rewards, big_mask, big_uids, original_rows = with_zero_mask_rows(rng, rewards, mask, uids)
+        alone = compute_advantage(data_proto(rewards, mask, uids), adv_estimator="infopo", config=config)
+        mixed = compute_advantage(data_proto(big_rewards, big_mask, big_uids), adv_estimator="infopo", config=config)
+
+        assert torch.equal(mixed.batch["advantages"][original_rows], alone.batch["advantages"])
+        zero_rows = [i for i in range(len(big_uids)) if i not in set(original_rows)]
+        assert torch.equal(mixed.batch["advantages"][zero_rows], torch.zeros(len(zero_rows), rewards.shape[1]))
+        assert big_rewards[zero_rows].abs().sum() > 0  # the failed rows really did carry rewards
+        settings = {"beta": 0.5, "gate_temperature": 0.5, **infopo}
+        expected = run_oracle(big_rewards, big_mask, big_uids, **settings)
+        torch.testing.assert_close(mixed.batch["advantages"].double(), expected, atol=ATOL, rtol=RTOL)
+        checked += 1
+
+
+def test_zero_mask_rows_leave_a_group_of_one_a_singleton():
+    """Group "a": one trained row (R = 1) and one failed row (R = 5 left in its rewards). The trained row alone is
+    a singleton: A_ext = (1 - 0) / (1 + eps), gate sigmoid(0) = 0.5; with the failed row counted it would be
+    (1 - 3) / (std(1, 5) + eps) instead."""
+    rewards, mask = tensors([[0.0, 0.0, 1.0], [0.0, 0.0, 5.0]], [[1, 1, 1], [0, 0, 0]])
+    breakdown = breakdown_from_config(rewards, mask, np.array(["a", "a"], dtype=object), algorithm_config())
+    assert breakdown.trained.tolist() == [True, False]
+    assert breakdown.outcome_advantage[0].item() == pytest.approx(1.0 / (1.0 + EPS), abs=1e-12)
+    assert breakdown.gate[0].item() == 0.5
+    assert torch.equal(breakdown.advantages[1], torch.zeros(3))
 
 
 # --------------------------------------------------------------------------------------------------------------
