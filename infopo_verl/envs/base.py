@@ -43,6 +43,10 @@ class StepResult:
     """The step reward the task defines (UserRL gyms give one per step); recorded, summed into the outcome only
     where the task says so."""
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    env_error: bool = False
+    """The feedback is the environment's own error message about the action's form (a malformed tool call, no
+    tool call where one is needed, an unknown choice), not information from the user or the task. Such turns are
+    left out of scoring when ``algorithm.infopo.scoring.env_errors=false``."""
 
 
 class Environment(ABC):
