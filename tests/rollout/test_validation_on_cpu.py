@@ -73,6 +73,27 @@ def legacy_rollout(model_dir, data_file, *, validate: bool, overrides=()):
     return spy, batch, records
 
 
+def stock_config(model_dir, overrides):
+    """verl's own ppo_trainer.yaml with plain overrides only (no infopo_trainer.yaml), set up for a CPU run."""
+    from hydra import compose, initialize_config_module
+
+    plain = [
+        f"actor_rollout_ref.model.path={model_dir}",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "trainer.n_gpus_per_node=0",
+        "trainer.device=cpu",
+        "algorithm.adv_estimator=infopo",
+        "reward.reward_manager.name=infopo",
+        "actor_rollout_ref.rollout.agent.default_agent_loop=infopo_user",
+        "actor_rollout_ref.rollout.multi_turn.enable=true",
+        "actor_rollout_ref.rollout.name=vllm",  # mandatory in verl's config; the CPU server stands in for it
+        "+algorithm.infopo.max_tokens_per_turn=16",
+        *overrides,
+    ]
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose(config_name="ppo_trainer", overrides=plain)
+
+
 def response_length(batch, row) -> int:
     prompt_width = batch.batch["prompts"].shape[1]
     return int(batch.batch["attention_mask"][row, prompt_width:].sum())
@@ -113,6 +134,25 @@ def test_legacy_validation_is_scored_when_asked(model_dir, data_file):
     )
     assert all(record.validate for record in records)
     assert spy.scoring_requests() and any(record.turn_rewards for record in records)
+
+
+def test_legacy_validation_with_plain_overrides_on_verls_stock_config(model_dir, data_file):
+    base = [o for o in BASE_OVERRIDES if "max_tokens_per_turn" not in o]
+    config = stock_config(model_dir, [*base, "trainer.use_v1=false",
+                                      "+actor_rollout_ref.rollout.agent.agent_loop_manager_class="
+                                      "infopo_verl.rollout.output.InfoPOAgentLoopManager"])
+    spy = SpyServer(LocalLLMServer(model_dir, max_model_len=MAX_MODEL_LEN, seed=7))
+    pipeline = LocalPipeline(config, spy)
+    try:
+        batch = load_batch(config, [data_file], pipeline.tokenizer)
+        batch.meta_info["validate"] = True
+        batch = pipeline.rollout(batch)
+    finally:
+        pipeline.close()
+    records = [RolloutRecord.from_batch(batch.non_tensor_batch, row) for row in range(len(batch))]
+    assert spy.agent_requests() and spy.scoring_requests() == []
+    assert all(record.validate and record.turn_rewards == [] for record in records)
+    assert sum(record.eligible_turns for record in records) > 0
 
 
 # ------------------------------------------------------------------------------------------ v1 trainer
