@@ -130,6 +130,11 @@ class Dialogue:
     scoring_requests: int = 0
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
+    @property
+    def failed(self) -> bool:
+        """Ended on a user-simulator failure or an aborted generation: no outcome to learn from."""
+        return self.aborted or self.simulator_failure is not None
+
 
 class InfoPOUserAgentLoop(AgentLoopBase):
     """Multi-turn user-simulation rollout with counterfactual information gain (SPEC sections 1-2)."""
@@ -320,8 +325,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
                         rollout_logprobs=following.logprobs[:length] if following.logprobs is not None else None,
                     )
                 )
-        trained = self.infopo.train_on_failures or not (dialogue.aborted or dialogue.simulator_failure is not None)
-        if not (dialogue.scoring and trained and pending):
+        if not (dialogue.scoring and self._trained(dialogue) and pending):
             return State.TERMINATED
         scorer = CounterfactualScorer(self.server_manager, dialogue.request_id, self.max_model_len)
         with simple_timer("infopo_scoring", dialogue.metrics):
@@ -332,6 +336,10 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         dialogue.scoring_tokens = result.tokens_submitted
         dialogue.scoring_requests = result.requests
         return State.TERMINATED
+
+    def _trained(self, dialogue: Dialogue) -> bool:
+        """The dialogue carries loss: not failed, or ``algorithm.infopo.train_on_failures``."""
+        return self.infopo.train_on_failures or not dialogue.failed
 
     @staticmethod
     def _settle_spans(dialogue: Dialogue) -> None:
@@ -351,9 +359,8 @@ class InfoPOUserAgentLoop(AgentLoopBase):
 
     # --------------------------------------------------------------- output
     async def _output(self, dialogue: Dialogue) -> AgentLoopOutput:
-        failed = dialogue.aborted or dialogue.simulator_failure is not None
-        outcome = None if failed else float(await dialogue.environment.final_score())
-        trained = self.infopo.train_on_failures or not failed
+        outcome = None if dialogue.failed else float(await dialogue.environment.final_score())
+        trained = self._trained(dialogue)
         # Turns of the mask only: a generation the builder removed entirely is no agent turn (counted).
         turns = [turn for turn in dialogue.turns if turn.span is not None]
         info_gains = [turn.info_gain for turn in turns]
