@@ -21,6 +21,7 @@ from infopo_verl.demo import DEFAULT_OVERRIDES
 from infopo_verl.envs.clarify import generate_rows
 from infopo_verl.local.pipeline import run_dialogues
 from infopo_verl.local.tiny import trained_model
+from infopo_verl.rollout.record import RolloutRecord
 
 
 
@@ -30,12 +31,12 @@ def cost(batch) -> tuple[int, int, int]:
     attention = batch.batch["attention_mask"]
     prompt_width = batch.batch["prompts"].shape[1]
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         prompt_length = int(attention[row, :prompt_width].sum())
-        submitted += record["scoring_tokens"]
-        for turn, gain in enumerate(record["info_gain"]):
+        submitted += record.scoring_tokens
+        for turn, gain in enumerate(record.info_gain):
             if gain is not None:
-                next_end = record["turn_spans"][turn + 1][1]
+                next_end = record.turn_spans[turn + 1][1]
                 reference += 2 * (prompt_length + next_end + 1)
                 measured += 1
     return submitted, reference, measured
@@ -43,9 +44,9 @@ def cost(batch) -> tuple[int, int, int]:
 
 def interactions(batch) -> tuple[int, int]:
     """(environment steps, feedback messages) over the batch, as the rollout counted them."""
-    records = [batch.non_tensor_batch["infopo"][row] for row in range(len(batch))]
-    steps = sum(record["env_steps"] for record in records)
-    replies = sum(text is not None for record in records for text in record["feedback_texts"])
+    records = [RolloutRecord.from_batch(batch.non_tensor_batch, row) for row in range(len(batch))]
+    steps = sum(record.env_steps for record in records)
+    replies = sum(text is not None for record in records for text in record.feedback_texts)
     return steps, replies
 
 

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["InfoPOConfig", "UserSimulatorConfig", "ConfigError", "SECTION"]
+__all__ = ["InfoPOConfig", "ScoringConfig", "UserSimulatorConfig", "ConfigError", "SECTION"]
 
 SECTION = "algorithm.infopo"
 
@@ -111,6 +111,23 @@ class UserSimulatorConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+    """Which rollouts and turns the rollout scores for information gain. Lives at ``algorithm.infopo.scoring``."""
+
+    validation: bool = False
+    """Score validation rollouts too. Ours: false, so validation is outcome-only (``rm_scores`` holds R alone and
+    ``val-core/*/reward`` compares with a GRPO baseline's) and spends no scoring pass."""
+    env_errors: bool = True
+    """Score turns whose feedback is the environment's own error message (a malformed tool call, a plain-text turn
+    where a tool call is needed, an unknown choice). True reproduces the released code, which scores every turn
+    that received feedback (SPEC section 1); false leaves those turns out of scoring, counted."""
+
+    def validate(self, prefix: str) -> None:
+        for name in ("validation", "env_errors"):
+            _check_type(f"{prefix}.{name}", getattr(self, name), bool)
+
+
+@dataclasses.dataclass(frozen=True)
 class InfoPOConfig:
     """All of InfoPO's settings, read from ``algorithm.infopo`` (plus the two verl keys it must honour).
 
@@ -144,6 +161,12 @@ class InfoPOConfig:
     """Who plays the user: see :class:`UserSimulatorConfig`."""
     env: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options for the task environments (e.g. ``travel_db_path``); each environment validates its own keys."""
+    scoring: ScoringConfig = dataclasses.field(default_factory=ScoringConfig, metadata={"nested": ScoringConfig})
+    """Which rollouts and turns are scored: see :class:`ScoringConfig`."""
+    train_on_failures: bool = False
+    """Train on dialogues that ended on a user-simulator failure or an aborted generation, with outcome 0 (the
+    behaviour before this option existed). Ours: false, their ``response_mask`` is all zero (no loss), so a
+    simulator fault never becomes a negative advantage."""
 
     # Not under algorithm.infopo: verl's own keys that change InfoPO's math, copied in at the boundary.
     norm_adv_by_std_in_grpo: bool = True
@@ -167,7 +190,7 @@ class InfoPOConfig:
                 f"{prefix}.normalization must be 'turn' (paper equations) or 'token' (released-code parity), "
                 f"got {self.normalization!r}"
             )
-        for name in ("magnitude_bound", "gate", "intrinsic_only", "info_gain"):
+        for name in ("magnitude_bound", "gate", "intrinsic_only", "info_gain", "train_on_failures"):
             _check_type(f"{prefix}.{name}", getattr(self, name), bool)
         _check_type("algorithm.norm_adv_by_std_in_grpo", self.norm_adv_by_std_in_grpo, bool)
         placeholder = _check_type(f"{prefix}.placeholder", self.placeholder, str)

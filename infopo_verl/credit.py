@@ -1,8 +1,10 @@
 """Per-turn credit view: where each dialogue's advantage went, turn by turn.
 
-Joins what the rollout recorded (``non_tensor_batch["infopo"]``: turn spans, texts, r_t) with the estimator's
-:class:`~infopo_verl.core.advantage.AdvantageBreakdown` into rows a person can read. Used by the demo; works on
-any batch that went through the ``infopo_user`` loop and ``compute_advantage``.
+Joins what the rollout recorded (its :class:`~infopo_verl.rollout.record.RolloutRecord`: turn spans, texts, r_t)
+with the estimator's :class:`~infopo_verl.core.advantage.AdvantageBreakdown` into rows a person can read. Used by
+the demo; works on any batch that went through the ``infopo_user`` loop and ``compute_advantage``. A row whose
+response_mask is all zero (a failure left out of training) has no turn in the estimator's view: its turns are
+listed with zero advantage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from verl import DataProto
 
 from infopo_verl.core.advantage import AdvantageBreakdown
 from infopo_verl.estimator import breakdown_from_config
-from infopo_verl.rollout.output import RECORD_KEY
+from infopo_verl.rollout.record import RolloutRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +50,14 @@ def credit_view(batch: DataProto, algorithm) -> list[DialogueCredit]:
     dialogues = []
     turn_index = 0
     for row in range(len(batch)):
-        record = batch.non_tensor_batch[RECORD_KEY][row] or {}
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)  # None: another agent loop's row
+        untrained = int(layout.turns_per_row[row]) == 0
         turns = []
-        for number, (start, end) in enumerate(record.get("turn_spans", [])):
+        for number, (start, end) in enumerate(record.turn_spans if record is not None else []):
+            if untrained:
+                turns.append(TurnCredit(number, record.agent_texts[number], record.feedback_texts[number],
+                                        record.info_gain[number], 0.0, 0.0))
+                continue
             # The estimator found the same turns in response_mask, in the same order: check rather than assume.
             if int(layout.row[turn_index]) != row or int(layout.start[turn_index]) != start:
                 raise ValueError(f"row {row}, turn {number}: the recorded span starts at {start} but response_mask "
@@ -58,9 +65,9 @@ def credit_view(batch: DataProto, algorithm) -> list[DialogueCredit]:
             turns.append(
                 TurnCredit(
                     turn=number,
-                    agent=record["agent_texts"][number],
-                    user=record["feedback_texts"][number],
-                    info_gain=record["info_gain"][number],
+                    agent=record.agent_texts[number],
+                    user=record.feedback_texts[number],
+                    info_gain=record.info_gain[number],
                     info_advantage=float(breakdown.info_advantage[turn_index]),
                     advantage=float(advantages[row, start]),
                 )
@@ -73,7 +80,7 @@ def credit_view(batch: DataProto, algorithm) -> list[DialogueCredit]:
                 outcome=float(breakdown.outcome[row]),
                 outcome_advantage=float(breakdown.outcome_advantage[row]),
                 gate=float(breakdown.gate[row]),
-                ended_by=record.get("ended_by", ""),
+                ended_by=record.ended_by if record is not None else "",
                 turns=turns,
             )
         )

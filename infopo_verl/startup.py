@@ -5,7 +5,11 @@ A configuration that cannot train InfoPO must stop before the first rollout, not
 - the legacy trainer (``trainer.use_v1=false``) without InfoPO's agent-loop manager: verl's own legacy manager
   never writes r_t into ``rm_scores``, so ``adv_estimator=infopo`` would silently train plain GRPO (and another
   estimator would lose its shaped reward beta * r_t; the GRPO baseline with ``info_gain=false`` has none);
-- the v1 trainer with InfoPO's legacy manager: it stores rollouts as a padded batch, not in TransferQueue;
+- the legacy trainer with InfoPO's v1 manager (the shipped config's), and the v1 trainer with InfoPO's legacy
+  manager: it stores rollouts as a padded batch, not in TransferQueue;
+- the v1 trainer without InfoPO's v1 manager while information gain is measured and validation is not to be
+  scored: only InfoPO's workers tell the loop which rollouts are validation (the loop would stop at its first
+  rollout; refused here instead, before Ray starts);
 - ``actor_rollout_ref.rollout.n < 2`` with ``adv_estimator=infopo``: every group statistic needs two rollouts;
 - a v1 trainer mode whose server client drops ``prompt_logprobs`` while ``algorithm.infopo.info_gain`` is on: the
   scoring passes would come back empty (verl 0.9.1: ``colocate_async`` and ``separate_async`` use
@@ -30,10 +34,13 @@ from hydra.experimental.callback import Callback
 
 from infopo_verl.config import ConfigError, InfoPOConfig, refuse_kl_in_reward
 
-__all__ = ["check_training_config", "StartupChecks", "LEGACY_MANAGER", "TRAINER_MODE", "PROMPT_LOGPROBS_DROPPED"]
+__all__ = ["check_training_config", "StartupChecks", "LEGACY_MANAGER", "V1_MANAGER", "TRAINER_MODE", "PROMPT_LOGPROBS_DROPPED"]
 
 LEGACY_MANAGER = "infopo_verl.rollout.output.InfoPOAgentLoopManager"
 """Fully qualified name of InfoPO's agent-loop manager for the legacy trainer."""
+
+V1_MANAGER = "infopo_verl.rollout.v1.InfoPOAgentLoopManagerTQ"
+"""Fully qualified name of InfoPO's agent-loop manager for the v1 trainer (set by ``infopo_trainer.yaml``)."""
 
 TRAINER_MODE = "infopo_sync"
 """``trainer.v1.trainer_mode`` of verl's sync trainer plus InfoPO's per-step metrics (:mod:`infopo_verl.trainer`)."""
@@ -61,21 +68,19 @@ def _uses_infopo(config: Mapping[str, Any]) -> bool:
     )
 
 
-def _is_legacy_manager(fqn: str | None) -> bool:
-    """Whether ``fqn`` names InfoPO's legacy manager or a subclass of it."""
+def _is_manager(fqn: str | None, expected: str) -> bool:
+    """Whether ``fqn`` names the manager ``expected`` (a fully qualified name) or a subclass of it."""
     if not fqn:
         return False
-    if fqn == LEGACY_MANAGER:
+    if fqn == expected:
         return True
     from verl.utils.import_utils import load_class_from_fqn
-
-    from infopo_verl.rollout.output import InfoPOAgentLoopManager
 
     try:
         manager = load_class_from_fqn(fqn, "AgentLoopManager")
     except Exception as error:  # noqa: BLE001 - the message below names the key; the cause stays chained
         raise ConfigError(f"{MANAGER_KEY}={fqn} cannot be imported: {error}") from error
-    return isinstance(manager, type) and issubclass(manager, InfoPOAgentLoopManager)
+    return isinstance(manager, type) and issubclass(manager, load_class_from_fqn(expected, "AgentLoopManager"))
 
 
 def check_training_config(config: Mapping[str, Any]) -> None:
@@ -98,22 +103,38 @@ def check_training_config(config: Mapping[str, Any]) -> None:
 
     manager = _select(config, MANAGER_KEY)
     if not _select(config, "trainer.use_v1", True):
+        if _is_manager(manager, V1_MANAGER):
+            raise ConfigError(
+                f"{MANAGER_KEY}={manager} is InfoPO's manager for the v1 trainer (TransferQueue), but "
+                f"trainer.use_v1=false selects the legacy trainer. Set {MANAGER_KEY}={LEGACY_MANAGER}, or "
+                "trainer.use_v1=true."
+            )
         # Without InfoPO's manager the turn rewards never reach rm_scores: refused whenever there are any (the
         # GRPO baseline, another estimator with info_gain off, has none to lose).
-        if (estimator == "infopo" or infopo.info_gain) and not _is_legacy_manager(manager):
+        if (estimator == "infopo" or infopo.info_gain) and not _is_manager(manager, LEGACY_MANAGER):
             raise ConfigError(
                 f"trainer.use_v1=false (the legacy trainer) needs InfoPO's agent-loop manager, which writes the "
                 f"per-turn rewards into rm_scores; without it every r_t is dropped and the run trains plain GRPO "
-                f"(got {MANAGER_KEY}={manager}). Add +{MANAGER_KEY}={LEGACY_MANAGER}, or use the v1 trainer "
+                f"(got {MANAGER_KEY}={manager}). Set {MANAGER_KEY}={LEGACY_MANAGER} (with a leading + on verl's "
+                "stock config), or use the v1 trainer "
                 "(trainer.use_v1=true)."
             )
         return
 
-    if _is_legacy_manager(manager):
+    if _is_manager(manager, LEGACY_MANAGER):
         raise ConfigError(
             f"{MANAGER_KEY}={manager} is InfoPO's manager for the legacy trainer (trainer.use_v1=false); the v1 "
-            "trainer stores rollouts in TransferQueue through its own manager and InfoPO writes r_t there by "
-            f"itself. Remove {MANAGER_KEY}, or set trainer.use_v1=false."
+            "trainer stores rollouts in TransferQueue through its own manager. "
+            f"Set {MANAGER_KEY}={V1_MANAGER}, or trainer.use_v1=false."
+        )
+    loop = _select(config, "actor_rollout_ref.rollout.agent.default_agent_loop")
+    if loop == "infopo_user" and infopo.info_gain and not infopo.scoring.validation and not _is_manager(manager, V1_MANAGER):
+        raise ConfigError(
+            f"the v1 trainer needs InfoPO's agent-loop manager to keep validation outcome-only: only its workers "
+            f"tell the infopo_user loop which rollouts are validation (got {MANAGER_KEY}={manager}). Set "
+            f"+{MANAGER_KEY}={V1_MANAGER} on verl's stock config (infopo_trainer.yaml sets it), or "
+            "algorithm.infopo.scoring.validation=true "
+            "to score validation on purpose."
         )
     mode = _select(config, "trainer.v1.trainer_mode", "sync")
     if mode in PROMPT_LOGPROBS_DROPPED and infopo.info_gain:

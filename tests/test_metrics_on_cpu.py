@@ -12,6 +12,7 @@ advantages verl wrote, the scoring counters from the records.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -68,8 +69,10 @@ def with_excluded_rows(batch: DataProto, config) -> DataProto:
     failed = batch.select_idxs([0])
     failed.batch["response_mask"] = torch.zeros_like(failed.batch["response_mask"])
     failed.batch["rm_scores"][0, -1] += 0.75  # a stale score must not reach any statistic
-    record = copy.deepcopy(failed.non_tensor_batch["infopo"][0])
-    record["simulator_failure"] = "timed out after 0.5 s"
+    record = dataclasses.replace(
+        failed.non_tensor_batch["infopo"][0], simulator_failure="timed out after 0.5 s", ended_by="simulator_failure",
+        env_score=None, trained=False,
+    )
     failed.non_tensor_batch["infopo"] = np.array([record], dtype=object)
     mixed = DataProto.concat([batch, padding, failed])
     mixed.batch["token_level_scores"] = mixed.batch["rm_scores"]
@@ -101,7 +104,7 @@ def expected_metrics(batch: DataProto, algorithm) -> dict[str, float]:
 
     # R from the rollout record (the environment's score; a failed dialogue scores 0), not from rm_scores.
     outcome = [
-        0.0 if record is None or record["simulator_failure"] else float(record["env_score"]) for record in records
+        0.0 if record is None or record.simulator_failure else float(record.env_score) for record in records
     ]
     groups: dict[str, list[int]] = {}
     for row, uid in enumerate(uids):
@@ -135,7 +138,7 @@ def expected_metrics(batch: DataProto, algorithm) -> dict[str, float]:
     scored, scored_by_turn = [], {}
     for row, record in enumerate(records):
         if record is not None and trained[row]:
-            for k, gain in enumerate(record["info_gain"]):
+            for k, gain in enumerate(record.info_gain):
                 if gain is not None:
                     scored.append(gain)
                     scored_by_turn.setdefault(k, []).append(gain)
@@ -147,11 +150,11 @@ def expected_metrics(batch: DataProto, algorithm) -> dict[str, float]:
         "infopo/info_share": info_mass / total_mass,
         "infopo/info_gain/mean": sum(scored) / len(scored),
         "infopo/info_gain/std": torch.tensor(scored, dtype=torch.float64).std().item(),
-        "infopo/scoring/turns": sum(g is not None for r in dialogue_records for g in r["info_gain"]),
-        "infopo/scoring/skipped": sum(r["scoring_skipped"] for r in dialogue_records),
-        "infopo/scoring/seconds": sum(r.get("scoring_seconds", 0.0) for r in dialogue_records) / len(dialogue_records),
-        "infopo/simulator_failures": sum(r["simulator_failure"] is not None for r in dialogue_records),
-        "infopo/aborted": sum(bool(r.get("aborted", False)) for r in dialogue_records),
+        "infopo/scoring/turns": sum(g is not None for r in dialogue_records for g in r.info_gain),
+        "infopo/scoring/skipped": sum(r.scoring_skipped for r in dialogue_records),
+        "infopo/scoring/seconds": sum(r.scoring_seconds for r in dialogue_records) / len(dialogue_records),
+        "infopo/simulator_failures": sum(r.simulator_failure is not None for r in dialogue_records),
+        "infopo/aborted": sum(r.aborted for r in dialogue_records),
         "infopo/magnitude_scale": 1.0,  # magnitude_bound is off in this config
         "infopo/excluded_rows": sum(not t for t in trained),
         "infopo/trained_rows": sum(trained),
@@ -169,7 +172,7 @@ def test_step_metrics_through_verl_tracking_match_loops_over_the_batch(rolled_ou
     batch = with_excluded_rows(batch, config)
     records = list(batch.non_tensor_batch["infopo"])
     # The batch exercises what the metrics claim: scored turns, several groups, the two excluded rows.
-    assert sum(g is not None for r in records if r for g in r["info_gain"]) >= 4
+    assert sum(g is not None for r in records if r for g in r.info_gain) >= 4
     assert sum(not row.any() for row in batch.batch["response_mask"]) == 2
 
     monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(tmp_path / "metrics.jsonl"))

@@ -3,7 +3,7 @@
 - On converted UserRL rows (FunctionGym: deterministic, no simulator) rolled out end to end, the outcome is the
   environment's final score the rollout recorded, and ``reward_extra_info`` has the same keys for every sample.
 - A sample that no ``infopo_user`` rollout produced falls back to verl's own scoring (``default_compute_score``).
-- A dialogue whose simulator failed scores 0 with the failure flagged.
+- A dialogue whose simulator failed, or whose generation was aborted, scores 0 with the failure flagged.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from infopo_verl.config import ConfigError
 from infopo_verl.local.pipeline import compose_config, run_dialogues
 from infopo_verl.envs.base import TASK_METRIC_KEYS
 from infopo_verl.reward_manager import EXTRA_INFO_KEYS
+from infopo_verl.rollout.record import RolloutRecord
 
 USERRL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "userrl"
 
@@ -52,13 +53,13 @@ def test_outcome_of_converted_userrl_rows_is_the_environment_score(model_dir, tm
     for key in EXTRA_INFO_KEYS:
         assert len(batch.non_tensor_batch[key]) == 4
     for row in range(4):
-        record = batch.non_tensor_batch["infopo"][row]
-        assert record["family"] == "function"
-        assert batch.non_tensor_batch["outcome"][row] == pytest.approx(record["env_score"])
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        assert record.family == "function"
+        assert batch.non_tensor_batch["outcome"][row] == pytest.approx(record.env_score)
         # UserRL scores a dialogue by the sum of its step rewards (FunctionGym pays 1.0 for a right answer).
-        assert record["env_score"] == pytest.approx(sum(record["step_rewards"]))
+        assert record.env_score == pytest.approx(sum(record.step_rewards))
         # The untrained model cannot call the tool: the gym tells it why instead of failing the dialogue.
-        assert any("interact_with_env" in text or "tool" in text.lower() for text in record["feedback_texts"] if text)
+        assert any("interact_with_env" in text or "tool" in text.lower() for text in record.feedback_texts if text)
 
 
 def one_sample(tokenizer, data_source: str, ground_truth: str, response: str, extra_fields: dict) -> DataProto:
@@ -104,25 +105,53 @@ def test_samples_without_a_rollout_record_use_verls_own_scoring(reward_worker, r
     assert result["reward_extra_info"]["info_gain_count"] == 0.0
 
 
-def test_a_failed_simulator_scores_zero_and_is_flagged(reward_worker):
-    record = {"env_score": None, "simulator_failure": "openai user simulator: HTTP 500 (2 attempts)",
-              "info_gain": [0.25, None], "turn_spans": [[0, 3], [8, 9]], "scoring_skipped": 0}
+def make_record(turns: int, **fields) -> RolloutRecord:
+    """A record of ``turns`` two-token agent turns with two feedback tokens after each but the last."""
+    values = dict(
+        family="clarify", turn_spans=[(4 * k, 4 * k + 1) for k in range(turns)],
+        feedback_spans=[(4 * k + 2, 4 * k + 3) for k in range(turns - 1)] + [None], info_gain=[None] * turns,
+        turn_rewards=[], eligible_turns=turns - 1, scoring_skipped=0, env_error_turns=0, scoring_tokens=0,
+        scoring_requests=0, scoring_seconds=0.0, step_rewards=[0.0] * turns, env_steps=turns, env_score=None, task_metrics={},
+        ended_by="done", simulator_failure=None, aborted=False, validate=False, trained=True, empty_turns=0,
+        agent_texts=["..."] * turns, feedback_texts=["..."] * (turns - 1) + [None],
+    )
+    return RolloutRecord(**{**values, **fields})
+
+
+@pytest.mark.parametrize("failure", ["simulator", "aborted"])
+def test_a_failed_dialogue_scores_zero_and_is_flagged(reward_worker, failure):
+    if failure == "simulator":
+        record = make_record(2, simulator_failure="openai user simulator: HTTP 500 (2 attempts)",
+                             ended_by="simulator_failure", info_gain=[0.25, None], trained=False)
+    else:
+        record = make_record(2, aborted=True, ended_by="aborted", info_gain=[0.25, None], trained=False)
     data = one_sample(reward_worker.input_tokenizer, "infopo_clarify", "{}", "ANSWER:", {"infopo": record})
     result = reward_worker.score(data)
     assert result["reward_score"] == 0.0
     info = result["reward_extra_info"]
-    assert info["simulator_failed"] == 1.0 and info["info_gain_sum"] == 0.25 and info["turns"] == 2.0
+    assert info["simulator_failed"] == float(failure == "simulator") and info["aborted"] == float(failure == "aborted")
+    assert info["info_gain_sum"] == 0.25 and info["turns"] == 2.0
 
 
 def test_the_recorded_environment_score_is_the_outcome(reward_worker):
-    record = {"env_score": 0.75, "simulator_failure": None, "info_gain": [0.5, 0.1, None],
-              "turn_spans": [[0, 1], [4, 5], [8, 9]], "scoring_skipped": 1}
+    record = make_record(3, env_score=0.75, info_gain=[0.5, 0.1, None], scoring_skipped=1)
     data = one_sample(reward_worker.input_tokenizer, "infopo_clarify", "{}", "ANSWER:", {"infopo": record})
     result = reward_worker.score(data)
     assert result["reward_score"] == 0.75
     info = result["reward_extra_info"]
     assert info["info_gain_mean"] == pytest.approx(0.3) and info["info_gain_count"] == 2.0
-    assert info["scoring_skipped"] == 1.0 and info["simulator_failed"] == 0.0
+    assert info["scoring_skipped"] == 1.0 and info["simulator_failed"] == 0.0 and info["aborted"] == 0.0
+
+
+def test_a_record_that_crossed_a_serialiser_as_a_mapping_is_read_back(reward_worker):
+    """verl's v1 path hands the record on as a dict (Pydantic's model_dump, TransferQueue): same outcome."""
+    import dataclasses
+
+    record = make_record(2, env_score=0.5, info_gain=[0.2, None])
+    data = one_sample(reward_worker.input_tokenizer, "infopo_clarify", "{}", "ANSWER:",
+                      {"infopo": dataclasses.asdict(record)})
+    result = reward_worker.score(data)
+    assert result["reward_score"] == 0.5 and result["reward_extra_info"]["info_gain_sum"] == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize(
@@ -140,16 +169,13 @@ def test_bad_infopo_config_stops_the_reward_worker_at_start_up(model_dir, overri
 
 @pytest.mark.parametrize(
     ("task_metrics", "expected"),
-    [({"pass": 0.6, "succ": 0.0}, {"pass": 0.6, "succ": 0.0}), ({}, {"pass": None, "succ": None}), (None, None)],
-    ids=["colbench", "a family without task metrics", "an older record"],
+    [({"pass": 0.6, "succ": 0.0}, {"pass": 0.6, "succ": 0.0}), ({}, {"pass": None, "succ": None})],
+    ids=["colbench", "a family without task metrics"],
 )
 def test_task_metrics_are_columns_of_every_sample(reward_worker, task_metrics, expected):
-    record = {"env_score": 0.6, "simulator_failure": None, "info_gain": [None], "turn_spans": [[0, 1]],
-              "scoring_skipped": 0}
-    if task_metrics is not None:
-        record["task_metrics"] = task_metrics
+    record = make_record(1, env_score=0.6, task_metrics=task_metrics)
     data = one_sample(reward_worker.input_tokenizer, "colbench_backend", "", "I WANT TO ANSWER:", {"infopo": record})
     info = reward_worker.score(data)["reward_extra_info"]
     # Same keys whatever the family; None (which verl drops before averaging per data_source) where it has none.
     assert set(info) == set(EXTRA_INFO_KEYS) | set(TASK_METRIC_KEYS)
-    assert {key: info[key] for key in TASK_METRIC_KEYS} == (expected or {"pass": None, "succ": None})
+    assert {key: info[key] for key in TASK_METRIC_KEYS} == expected

@@ -30,7 +30,10 @@ SHIPPED = ["--config-path=pkg://infopo_verl.hydra_configs", "--config-name=infop
 # (overrides on the shipped config, the key the message must name)
 REFUSED = {
     "legacy-trainer-without-infopo-manager": (["trainer.use_v1=false"], MANAGER),
-    "v1-trainer-with-legacy-manager": ([f"+{MANAGER}={LEGACY_MANAGER}"], MANAGER),
+    "v1-trainer-with-legacy-manager": ([f"{MANAGER}={LEGACY_MANAGER}"], MANAGER),
+    "legacy-trainer-with-v1-manager": (["trainer.use_v1=false", "algorithm.adv_estimator=grpo",
+                                        "algorithm.infopo.info_gain=false"], MANAGER),
+    "v1-trainer-without-infopo-v1-manager": ([f"{MANAGER}=null"], MANAGER),
     "rollout-n-below-2": (["actor_rollout_ref.rollout.n=1"], "actor_rollout_ref.rollout.n"),
     "async-mode-drops-prompt-logprobs": (["trainer.v1.trainer_mode=colocate_async"], "trainer.v1.trainer_mode"),
 }
@@ -98,10 +101,12 @@ def test_configs_that_can_work_pass_every_check(model_dir):
     for overrides in (
         [],
         ["trainer.v1.trainer_mode=sync"],
-        ["trainer.use_v1=false", f"+{MANAGER}={LEGACY_MANAGER}"],
+        ["trainer.use_v1=false", f"{MANAGER}={LEGACY_MANAGER}"],
+        # Validation scored on purpose needs no validate flag, so no InfoPO manager.
+        [f"{MANAGER}=null", "algorithm.infopo.scoring.validation=true"],
         ["trainer.v1.trainer_mode=colocate_async", "algorithm.infopo.info_gain=false"],
         # The GRPO baseline on the legacy trainer: no turn rewards to lose, so verl's own manager is fine.
-        ["trainer.use_v1=false", "algorithm.adv_estimator=grpo", "algorithm.infopo.info_gain=false"],
+        ["trainer.use_v1=false", "algorithm.adv_estimator=grpo", "algorithm.infopo.info_gain=false", f"{MANAGER}=null"],
     ):
         check_training_config(compose_config(model_dir, overrides))
     # A run that uses none of InfoPO's components is none of InfoPO's business.

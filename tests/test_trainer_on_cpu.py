@@ -141,7 +141,7 @@ def test_legacy_trainer_metrics_through_infopo_manager(rolled_out, monkeypatch):
     plain = ray_trainer.compute_data_metrics(batch=batch, use_critic=False)
     assert not any(name.startswith("infopo/") for name in plain)
 
-    legacy = compose_config(model_dir, [*OVERRIDES, "trainer.use_v1=false", f"+{LEGACY_MANAGER_KEY}={LEGACY_MANAGER}"])
+    legacy = compose_config(model_dir, [*OVERRIDES, "trainer.use_v1=false", f"{LEGACY_MANAGER_KEY}={LEGACY_MANAGER}"])
     manager_cls = load_class_from_fqn(OmegaConf.select(legacy, LEGACY_MANAGER_KEY), "AgentLoopManager")
     assert manager_cls is InfoPOAgentLoopManager
     manager_cls(config=legacy, llm_client=None)  # as RayPPOTrainer.init_workers builds it, before the first step

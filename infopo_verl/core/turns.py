@@ -9,10 +9,11 @@ statistics never touch every token; finding the turns costs a few passes over th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["TurnLayout", "turn_layout"]
+__all__ = ["TurnLayout", "row_spans", "turn_layout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,3 +68,20 @@ def turn_layout(response_mask: torch.Tensor) -> TurnLayout:
         is_final=is_final,
         turns_per_row=turns_per_row,
     )
+
+
+def row_spans(response_mask: Sequence[int]) -> tuple[list[tuple[int, int]], list[tuple[int, int] | None]]:
+    """Agent turns of one row and the non-agent span after each, read off its final ``response_mask``.
+
+    Returns ``(turn_spans, gap_spans)``, inclusive positions: ``turn_spans[i]`` is the i-th run of nonzero (agent
+    turn i, as :func:`turn_layout` finds it, so the rollout and the estimator agree on every turn),
+    ``gap_spans[i]`` the run of zeros that follows it up to the next turn or the end of the response (the
+    feedback to turn i, with any boundary tokens the chat template inserted), or None when turn i ends the
+    response. A builder that removed or inserted tokens at a boundary is accounted for by construction.
+    """
+    layout = turn_layout(torch.as_tensor(list(response_mask), dtype=torch.int64).view(1, -1))  # [1, L]
+    starts, ends = layout.start.tolist(), layout.end.tolist()  # [n], [n]
+    turn_spans = list(zip(starts, ends))
+    following = [*starts[1:], len(response_mask)]  # first position after each turn's gap
+    gap_spans = [(end + 1, stop - 1) if stop > end + 1 else None for end, stop in zip(ends, following)]
+    return turn_spans, gap_spans

@@ -63,6 +63,10 @@ class StepResult:
     messages: tuple[Mapping[str, str], ...] = ()
     """The feedback as chat messages with roles of the task's choosing (e.g. one ``tool`` message per tool result of
     the turn). Empty: the agent loop sends ``feedback`` as one message whose role it picks."""
+    env_error: bool = False
+    """The feedback is the environment's own error message about the action's form (a malformed tool call, no
+    tool call where one is needed, an unknown choice), not information from the user or the task. Such turns are
+    left out of scoring when ``algorithm.infopo.scoring.env_errors=false``."""
 
 
 class Environment(ABC):

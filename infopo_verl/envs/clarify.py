@@ -280,7 +280,7 @@ class ClarifyEnv(Environment):
         if action.parse_error is not None and not action.content.strip():
             # The agent tried a tool call we could not read: tell it, the dialogue goes on.
             return StepResult(feedback=f"Your message could not be read: {action.parse_error}", done=False,
-                              info={"parse_error": action.parse_error})
+                              info={"parse_error": action.parse_error}, env_error=True)
         text = action.content
         if action.choice == "answer" or ANSWER_MARKER.lower() in text.lower():
             return self._finish(text)

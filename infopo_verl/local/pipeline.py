@@ -10,7 +10,8 @@ the benchmarks:
    prompt, as the trainer does;
 3. verl's ``AgentLoopWorker.generate_sequences`` runs the ``infopo_user`` loop, its ``llm_client`` replaced by
    :class:`~infopo_verl.local.server.LocalLLMServer` (the only stand-in). The worker is the plugin's
-   legacy-trainer subclass, whose ``_postprocess`` writes the turn values into the padded ``rm_scores`` (the v1
+   legacy-trainer subclass, which tells the loop the batch's ``meta_info["validate"]`` (validation rollouts are
+   not scored) and whose ``_postprocess`` writes the turn values into the padded ``rm_scores`` (the v1
    trainer does the same through ``InfoPOAgentLoopOutput.as_dict`` on TransferQueue, which needs no CPU stand-in
    but a running TransferQueue; the tests check that path on its own);
 4. verl's ``RewardLoopWorker`` runs as a real Ray actor with the plugin's reward manager (the actor only learns

@@ -19,6 +19,7 @@ import statistics
 from infopo_verl.demo import DEFAULT_OVERRIDES
 from infopo_verl.envs.clarify import generate_rows
 from infopo_verl.local.pipeline import run_dialogues
+from infopo_verl.rollout.record import RolloutRecord
 
 TEMPERATURE = 0.5
 """Agent sampling temperature of the experiment (see the module docstring)."""
@@ -61,7 +62,8 @@ class ValidityResult:
 
 
 def measured_gains(batch) -> list[float]:
-    return [gain for record in batch.non_tensor_batch["infopo"] for gain in record["info_gain"] if gain is not None]
+    records = (RolloutRecord.from_batch(batch.non_tensor_batch, row) for row in range(len(batch)))
+    return [gain for record in records for gain in record.measured_gains]
 
 
 def informative_vs_uninformative(model_path: str, prompts: int, rollouts: int, seed: int = 0) -> ValidityResult:

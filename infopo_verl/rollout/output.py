@@ -9,11 +9,21 @@ instead, so any stock estimator (gae, reinforce_plus_plus, rloo, ...) sees a sha
   ``rm_scores`` there; :class:`InfoPOAgentLoopOutput` adds the turn values right after.
 - legacy trainer (``trainer.use_v1=false``): ``AgentLoopWorker._postprocess`` builds ``rm_scores`` for the padded
   batch; :class:`InfoPOAgentLoopWorker` adds the turn values after it. Select it with
-  ``+actor_rollout_ref.rollout.agent.agent_loop_manager_class=infopo_verl.rollout.output.InfoPOAgentLoopManager``.
+  ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=infopo_verl.rollout.output.InfoPOAgentLoopManager``
+  (with a leading ``+`` on verl's stock config).
+
+Validation is outcome-only (``algorithm.infopo.scoring.validation``), which needs the loop to know whether verl
+runs it for validation. verl passes that flag only to ``AgentLoopWorker._run_agent_loop`` (v1:
+``trajectory["validate"]``; legacy: from ``meta_info["validate"]``), never to the loop itself, and both trainers
+build their workers through one config hook, ``actor_rollout_ref.rollout.agent.agent_loop_manager_class``. So
+InfoPO's workers (:class:`ValidationFlag` mixed into the legacy worker here and into verl's v1 worker in
+:mod:`infopo_verl.rollout.v1`) set :data:`VALIDATING`, a context variable, around each loop; every asyncio task
+the loop starts inherits it. A loop run by any other worker finds it unset and refuses to guess.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,17 +31,28 @@ import ray
 from verl.experimental.agent_loop.agent_loop import AgentLoopManager, AgentLoopOutput, AgentLoopWorker
 
 from infopo_verl.core.info_gain import place_turn_rewards
+from infopo_verl.rollout.record import RECORD_KEY, RolloutRecord
 
-RECORD_KEY = "infopo"
-"""``extra_fields`` key of the rollout's record (becomes a ``non_tensor_batch`` column)."""
+__all__ = [
+    "RECORD_KEY",
+    "VALIDATING",
+    "InfoPOAgentLoopManager",
+    "InfoPOAgentLoopOutput",
+    "InfoPOAgentLoopWorker",
+    "ValidationFlag",
+    "turn_reward_entries",
+]
+
+VALIDATING: contextvars.ContextVar[bool | None] = contextvars.ContextVar("infopo_validating", default=None)
+"""verl's ``validate`` flag for the agent loop running in this context; None when no InfoPO worker set it."""
 
 
 def turn_reward_entries(
     turn_ends: Sequence[int], info_gains: Sequence[float | None], estimator: str, beta: float
-) -> list[list[float]]:
-    """``[position, value]`` for every measured turn: raw r_t for ``infopo``, beta * r_t for any other estimator."""
+) -> list[tuple[int, float]]:
+    """``(position, value)`` for every measured turn: raw r_t for ``infopo``, beta * r_t for any other estimator."""
     scale = 1.0 if estimator == "infopo" else beta
-    return [[int(end), scale * gain] for end, gain in zip(turn_ends, info_gains, strict=True) if gain is not None]
+    return [(int(end), scale * gain) for end, gain in zip(turn_ends, info_gains, strict=True) if gain is not None]
 
 
 class InfoPOAgentLoopOutput(AgentLoopOutput):
@@ -39,22 +60,36 @@ class InfoPOAgentLoopOutput(AgentLoopOutput):
 
     def as_dict(self) -> dict[str, Any]:
         output = super().as_dict()
-        record = self.extra_fields.get(RECORD_KEY)
-        if "rm_scores" in output and record:
-            place_turn_rewards(output["rm_scores"], record["turn_rewards"])
+        record = RolloutRecord.from_extra_fields(self.extra_fields)
+        if record is not None:
+            # model_dump turned the record into a dict: keep the typed record in what the trainer stores.
+            output["extra_fields"][RECORD_KEY] = record
+            if "rm_scores" in output:
+                place_turn_rewards(output["rm_scores"], record.turn_rewards)
         return output
 
 
-class InfoPOAgentLoopWorker(AgentLoopWorker):
-    """``AgentLoopWorker`` whose ``_postprocess`` (the legacy trainer's path) also writes the turn rewards."""
+class ValidationFlag:
+    """Worker mixin: sets :data:`VALIDATING` to verl's ``validate`` flag while one agent loop runs."""
+
+    async def _run_agent_loop(self, sampling_params, trajectory, *args, **kwargs):
+        token = VALIDATING.set(bool(trajectory["validate"]))
+        try:
+            return await super()._run_agent_loop(sampling_params, trajectory, *args, **kwargs)
+        finally:
+            VALIDATING.reset(token)
+
+
+class InfoPOAgentLoopWorker(ValidationFlag, AgentLoopWorker):
+    """Legacy-trainer worker: tells the loop verl's validate flag; its ``_postprocess`` writes the turn rewards."""
 
     def _postprocess(self, inputs, input_non_tensor_batch=None, validate=False):
         batch = super()._postprocess(inputs, input_non_tensor_batch=input_non_tensor_batch, validate=validate)
         if "rm_scores" in batch.batch.keys():
             for row, item in enumerate(inputs):
-                record = item.extra_fields.get(RECORD_KEY)
-                if record:
-                    place_turn_rewards(batch.batch["rm_scores"][row], record["turn_rewards"])
+                record = RolloutRecord.from_extra_fields(item.extra_fields)
+                if record is not None:
+                    place_turn_rewards(batch.batch["rm_scores"][row], record.turn_rewards)
         return batch
 
 

@@ -115,7 +115,10 @@ async def test_tool_call_answer_without_marker(env):
 async def test_unreadable_tool_call_is_reported_and_dialogue_goes_on(env):
     result = await env.step(Action(content="", parse_error="arguments are not JSON"))
     assert not result.done and "arguments are not JSON" in result.feedback
+    assert result.env_error  # the environment's own message, not the user's information
     assert await env.final_score() == 0.0
+    question = await env.step(Action(content="What cuisine would you like?"))
+    assert not question.env_error
 
 
 def test_parse_answer_reads_only_the_answer_line():

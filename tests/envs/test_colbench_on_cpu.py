@@ -157,7 +157,9 @@ def end_to_end(model_dir, rows, tmp_path_factory):
     monkeypatch.setenv(KEY_VARIABLE, "sk-test")
     with FakeOpenAIServer(simulate) as simulator:
         config = compose_config(model_dir, [
+            # One dialogue per task (the reward is what is checked); InfoPO's estimator refuses groups of one.
             "actor_rollout_ref.rollout.n=1",
+            "algorithm.adv_estimator=grpo",
             "actor_rollout_ref.rollout.prompt_length=1536",
             "data.max_prompt_length=1536",
             "actor_rollout_ref.rollout.response_length=2560",
@@ -187,18 +189,18 @@ def test_reward_is_the_fraction_of_tests_passed(end_to_end):
     seen = set()
     for row in range(len(batch)):
         record = batch.non_tensor_batch["infopo"][row]
-        if record["family"] != "colbench":
+        if record.family != "colbench":
             continue
-        task = next(task for task in TASKS if task["replies"][0] == record["agent_texts"][0])
+        task = next(task for task in TASKS if task["replies"][0] == record.agent_texts[0])
         seen.add(function_name(task))
         expected = in_process_fraction(task, task["replies"][-1])
-        assert record["agent_texts"] == task["replies"]  # the scripted turns went through the real tokenizer
-        assert record["env_score"] == pytest.approx(expected)
+        assert record.agent_texts == task["replies"]  # the scripted turns went through the real tokenizer
+        assert record.env_score == pytest.approx(expected)
         assert batch.non_tensor_batch["outcome"][row] == pytest.approx(expected)
         assert batch.non_tensor_batch["pass"][row] == pytest.approx(expected)
         assert batch.non_tensor_batch["succ"][row] == float(expected == 1.0)
         answered = ANSWER_MARKER in task["replies"][-1]
-        assert record["ended_by"] == ("done" if answered else "max_turns")
+        assert record.ended_by == ("done" if answered else "max_turns")
     assert seen == {function_name(task) for task in TASKS}
     # Expected values, so the oracle itself is pinned: several tests, a None reference, a list for a tuple.
     assert [in_process_fraction(task, task["replies"][-1]) for task in TASKS] == pytest.approx([0.6, 1 / 3, 0.5, 2 / 3, 1.0])
@@ -215,7 +217,7 @@ def test_the_simulator_sees_the_hidden_information_and_its_reply_is_cut(end_to_e
         system = request["messages"][0]["content"]
         assert any(task["hidden_information"] in system and task["problem_description"] in system for task in TASKS)
         assert request["messages"][-1]["role"] == "user" and request["temperature"] == 0.0
-    feedback = [text for row in range(len(batch)) for text in batch.non_tensor_batch["infopo"][row]["feedback_texts"]
+    feedback = [text for row in range(len(batch)) for text in batch.non_tensor_batch["infopo"][row].feedback_texts
                 if text]
     assert LONG_REPLY[:REPLY_CHARS] in feedback and all(len(text) <= REPLY_CHARS for text in feedback)
     assert "I was not told anything." not in feedback

@@ -8,6 +8,7 @@ loop, tau2's orchestrator, database and evaluator, and the r_t measurement by th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import threading
@@ -94,6 +95,11 @@ def overrides(server: FakeOpenAIServer, n: int, extra: list[str] = ()) -> list[s
     ]
 
 
+# One dialogue is what a fault test needs; InfoPO's estimator refuses groups of one (rollout.n >= 2), verl's GRPO
+# takes them, and the rollout and its record are the same under either estimator.
+SINGLE_DIALOGUE = ["algorithm.adv_estimator=grpo"]
+
+
 def roll_out(model_dir: str, row: dict, config_overrides: list[str]):
     config = compose_config(model_dir, config_overrides)
     rollout = config.actor_rollout_ref.rollout
@@ -130,14 +136,14 @@ def test_required_actions_earn_reward_1_and_feedback_is_measured(model_dir, mock
         # The domain's tool schemas (and the gym's `done`) are in the prompt ids, rendered by the chat template.
         assert "<tools>" in prompt and '"create_task"' in prompt and '"done"' in prompt
         assert "Mock Domain Policy" in prompt and "Hi! How can I help you today?" in prompt
-        assert record["family"] == "tau2" and record["simulator_failure"] is None
-        assert record["ended_by"] == "done"
+        assert record.family == "tau2" and record.simulator_failure is None
+        assert record.ended_by == "done"
 
     row, done, _ = by_plan[ASKS_FOR_TASK]
-    assert done["env_score"] == 1.0 and batch.non_tensor_batch["outcome"][row] == 1.0
+    assert done.env_score == 1.0 and batch.non_tensor_batch["outcome"][row] == 1.0
     response = batch.batch["responses"][row]
     mask = batch.batch["response_mask"][row]
-    tool_span, reply_span = done["feedback_spans"][0], done["feedback_spans"][1]
+    tool_span, reply_span = done.feedback_spans[0], done.feedback_spans[1]
     tool_text = tokenizer.decode(response[tool_span[0] : tool_span[1] + 1])
     reply_text = tokenizer.decode(response[reply_span[0] : reply_span[1] + 1])
     # o_0 is the tool result (a tool message), o_1 the customer's reply (a user message); both are feedback.
@@ -145,18 +151,18 @@ def test_required_actions_earn_reward_1_and_feedback_is_measured(model_dir, mock
     assert CUSTOMER_DONE in reply_text and "<tool_response>" not in reply_text
     for start, end in (tool_span, reply_span):
         assert int(mask[start : end + 1].sum()) == 0
-    assert all(isinstance(value, float) for value in done["info_gain"][:2]) and done["info_gain"][2] is None
-    assert done["feedback_texts"][1] == CUSTOMER_DONE
+    assert all(isinstance(value, float) for value in done.info_gain[:2]) and done.info_gain[2] is None
+    assert done.feedback_texts[1] == CUSTOMER_DONE
 
     row, skipped, _ = by_plan[VAGUE_OPENING]
-    assert skipped["env_score"] == 0.0 and batch.non_tensor_batch["outcome"][row] == 0.0  # nothing was created
-    assert isinstance(skipped["info_gain"][0], float)
+    assert skipped.env_score == 0.0 and batch.non_tensor_batch["outcome"][row] == 0.0  # nothing was created
+    assert isinstance(skipped.info_gain[0], float)
 
     # The customer saw tau2's own prompt (guidelines and the task's scenario), never the agent's tool calls.
     system = requests[0]["messages"][0]
     assert system["role"] == "system" and "Important Meeting" in system["content"]
     assert all("create_task" not in message["content"] for request in requests for message in request["messages"][1:])
-    assert all(SECRET not in json.dumps(record) for record in records(batch))
+    assert all(SECRET not in json.dumps(dataclasses.asdict(record)) for record in records(batch))
 
 
 @pytest.mark.parametrize(
@@ -177,13 +183,14 @@ def test_customer_faults_mid_dialogue_end_it_as_a_recorded_failure(model_dir, mo
     with FakeOpenAIServer(Customer([ASKS_FOR_TASK])) as server:
         server.script(["ok"])  # the opening works; the fault comes after the agent's tool call
         server.mode = mode
-        batch, _ = roll_out(model_dir, mock_row, overrides(server, n=1, extra=extra))
+        batch, _ = roll_out(model_dir, mock_row, overrides(server, n=1, extra=[*SINGLE_DIALOGUE, *extra]))
     (record,) = records(batch)
-    assert record["ended_by"] == "simulator_failure"
-    assert reason in record["simulator_failure"] and SECRET not in record["simulator_failure"]
-    assert record["env_steps"] == 2  # the tool call went through; the customer failed on the second turn
-    assert record["feedback_spans"][0] is not None and record["feedback_texts"][-1] is None  # nothing invented
-    assert record["env_score"] is None  # never the gym's reward 0
+    assert record.ended_by == "simulator_failure"
+    assert reason in record.simulator_failure and SECRET not in record.simulator_failure
+    assert record.env_steps == 2  # the tool call went through; the customer failed on the second turn
+    assert record.feedback_spans[0] is not None and record.feedback_texts[-1] is None  # nothing invented
+    assert record.env_score is None  # never the gym's reward 0
+    assert int(batch.batch["response_mask"][0].sum()) == 0  # a customer fault carries no loss
     assert batch.non_tensor_batch["simulator_failed"][0] == 1.0
 
 
@@ -191,10 +198,10 @@ def test_a_customer_that_cannot_open_the_dialogue_is_a_recorded_failure(model_di
     monkeypatch.setenv(KEY_VARIABLE, SECRET)
     with FakeOpenAIServer(Customer([ASKS_FOR_TASK])) as server:
         server.mode = "http500"
-        batch, _ = roll_out(model_dir, mock_row, overrides(server, n=1))
+        batch, _ = roll_out(model_dir, mock_row, overrides(server, n=1, extra=SINGLE_DIALOGUE))
     (record,) = records(batch)
-    assert record["ended_by"] == "simulator_failure" and "HTTP 500" in record["simulator_failure"]
-    assert record["turn_spans"] == [] and record["env_score"] is None
+    assert record.ended_by == "simulator_failure" and "HTTP 500" in record.simulator_failure
+    assert record.turn_spans == [] and record.env_score is None
     assert int(batch.batch["response_mask"][0].sum()) == 0  # no agent turn: nothing to train on
     assert batch.non_tensor_batch["simulator_failed"][0] == 1.0
 

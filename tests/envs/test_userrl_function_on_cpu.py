@@ -82,6 +82,9 @@ async def test_no_answer_scores_zero_and_bad_actions_are_explained(function_rows
     assert "exactly 'test'" in not_test.feedback
     word = await env.step(call("answer", "forty"))
     assert word.feedback == "The answer must be a single number."
+    # Only the malformed calls are the environment's own errors; the task's rules are information.
+    assert plain.env_error and bad.env_error and wrong_choice.env_error
+    assert not (three.env_error or not_test.env_error or word.env_error)
     assert await env.final_score() == 0.0
 
 

@@ -36,6 +36,8 @@ COMPONENTS = {
     "reward.reward_manager.name": "infopo",
     "actor_rollout_ref.rollout.agent.default_agent_loop": "infopo_user",
 }
+V1_MANAGER = "infopo_verl.rollout.v1.InfoPOAgentLoopManagerTQ"
+"""InfoPO's agent-loop manager for verl's v1 trainer, set by infopo_trainer.yaml."""
 
 # The paper's UserGym settings (SPEC section 1), shared by the InfoPO run and its GRPO baseline.
 USERGYM = {
@@ -273,6 +275,8 @@ def test_trainer_config_composes_with_every_infopo_default(config_path):
     assert config.actor_rollout_ref.rollout.multi_turn.enable is True
     assert config.reward.reward_model.enable is False
     assert config.actor_rollout_ref.rollout.n >= 2
+    # InfoPO's manager for the default (v1) trainer, so validation rollouts are known to the loop.
+    assert config.actor_rollout_ref.rollout.agent.agent_loop_manager_class == V1_MANAGER
 
     # Every dataclass field is written out, with the dataclass default: yaml, code and docs say the same thing.
     section = _infopo_section_as_dict(config)
@@ -296,10 +300,15 @@ def test_plain_overrides_on_verls_stock_config():
         "+algorithm.infopo.normalization=token",
         "+algorithm.infopo.user.backend=openai",
         "+algorithm.infopo.env.travel_db_path=travel.db",
+        "+algorithm.infopo.scoring.env_errors=false",
+        "+algorithm.infopo.train_on_failures=true",
+        f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={V1_MANAGER}",
     )
     for key, expected in COMPONENTS.items():
         assert OmegaConf.select(config, key) == expected, key
+    assert config.actor_rollout_ref.rollout.agent.agent_loop_manager_class == V1_MANAGER
     infopo = InfoPOConfig.from_algorithm(config.algorithm)
+    assert (infopo.scoring.env_errors, infopo.scoring.validation, infopo.train_on_failures) == (False, False, True)
     assert (infopo.beta, infopo.normalization, infopo.user.backend) == (0.3, "token", "openai")
     assert infopo.env == {"travel_db_path": "travel.db"}
     assert infopo.gate_temperature == InfoPOConfig().gate_temperature  # keys left out keep their defaults
@@ -332,7 +341,7 @@ def code_defaults() -> dict[str, str]:
             if field.name == "norm_adv_by_std_in_grpo":
                 continue  # verl's key, documented in the verl-keys table
             value = getattr(instance, field.name)
-            if isinstance(value, UserSimulatorConfig):
+            if dataclasses.is_dataclass(value):  # a nested section: user, scoring
                 out.update(walk(value, f"{prefix}.{field.name}"))
             else:
                 out[f"{prefix}.{field.name}"] = _yaml_literal(value)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from testkit.spy import SpyServer
 from testkit.tiny import tiny_model_path
 from verl.experimental.agent_loop.agent_loop import (
     AgentLoopWorker,
@@ -29,7 +30,8 @@ from infopo_verl.local.pipeline import LocalPipeline, compose_config, load_batch
 from infopo_verl.local.server import LocalLLMServer
 from infopo_verl.reward_manager import EXTRA_INFO_KEYS
 from infopo_verl.rollout.actions import parse_action
-from infopo_verl.rollout.output import InfoPOAgentLoopOutput
+from infopo_verl.rollout.output import VALIDATING, InfoPOAgentLoopOutput
+from infopo_verl.rollout.record import RolloutRecord
 
 PLACEHOLDER = "No information found."
 BASE_OVERRIDES = [
@@ -40,27 +42,6 @@ BASE_OVERRIDES = [
     "actor_rollout_ref.rollout.multi_turn.max_assistant_turns=4",
     "algorithm.infopo.max_tokens_per_turn=16",
 ]
-
-
-class SpyServer:
-    """Records every request on its way to the real server (the boundary a CPU cannot cross)."""
-
-    def __init__(self, server: LocalLLMServer):
-        self.server = server
-        self.requests: list[tuple[list[int], dict, list[int]]] = []
-
-    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
-        output = await self.server.generate(
-            request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
-        )
-        self.requests.append((list(prompt_ids), dict(sampling_params), list(output.token_ids)))
-        return output
-
-    def scoring_requests(self):
-        return [request for request in self.requests if "prompt_logprobs" in request[1]]
-
-    def agent_requests(self):
-        return [request for request in self.requests if "prompt_logprobs" not in request[1]]
 
 
 @pytest.fixture(scope="module")
@@ -136,18 +117,18 @@ def raw_logprobs(model, ids, start, length):
 def recompute_info_gains(hf, batch, row):
     """Independent r_t of every turn that the record says was measured."""
     model, tokenizer = hf
-    record = batch.non_tensor_batch["infopo"][row]
+    record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
     prompt_ids, response_ids = valid_ids(batch, row)
     full = prompt_ids + response_ids
     offset = len(prompt_ids)
     gains = {}
-    for turn, (span, feedback_span) in enumerate(zip(record["turn_spans"], record["feedback_spans"])):
-        if record["info_gain"][turn] is None:
+    for turn, (span, feedback_span) in enumerate(zip(record.turn_spans, record.feedback_spans)):
+        if record.info_gain[turn] is None:
             continue
-        next_start, next_end = record["turn_spans"][turn + 1]
+        next_start, next_end = record.turn_spans[turn + 1]
         next_ids = full[offset + next_start : offset + next_end + 1]
         feedback_ids = full[offset + feedback_span[0] : offset + feedback_span[1] + 1]
-        rendered = message_delta(tokenizer, {"role": "user", "content": record["feedback_texts"][turn]})
+        rendered = message_delta(tokenizer, {"role": "user", "content": record.feedback_texts[turn]})
         boundary = feedback_ids[: len(feedback_ids) - len(rendered)]
         # The feedback span is exactly: boundary tokens, then the rendered message and the generation prompt.
         assert boundary + rendered == feedback_ids
@@ -168,18 +149,18 @@ def test_spans_mask_and_exact_ids(default_run):
     config, spy, batch = default_run
     assert len(batch) == 4
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         prompt_ids, response_ids = valid_ids(batch, row)
         mask = batch.batch["response_mask"][row][: len(response_ids)].tolist()
         # Agent turns are exactly the runs of 1 in response_mask; feedback sits between them with mask 0.
-        assert mask_runs(mask) == record["turn_spans"]
-        for span, feedback in zip(record["turn_spans"], record["feedback_spans"]):
+        assert mask_runs(mask) == [list(span) for span in record.turn_spans]
+        for span, feedback in zip(record.turn_spans, record.feedback_spans):
             if feedback is not None:
                 assert feedback[0] == span[1] + 1 and not any(mask[feedback[0] : feedback[1] + 1])
         # Every agent turn was generated from exactly the ids now in the batch before it, and its ids are the
         # ids the server returned: nothing was re-tokenised.
         full = prompt_ids + response_ids
-        for start, end in record["turn_spans"]:
+        for start, end in record.turn_spans:
             context = full[: len(prompt_ids) + start]
             generated = full[len(prompt_ids) + start : len(prompt_ids) + end + 1]
             matches = [r for r in spy.agent_requests() if r[0] == context]
@@ -190,40 +171,40 @@ def test_spans_mask_and_exact_ids(default_run):
 def test_rm_scores_layout_and_outcome(default_run):
     config, spy, batch = default_run
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         _, response_ids = valid_ids(batch, row)
         scores = batch.batch["rm_scores"][row]
         last = len(response_ids) - 1
         expected = torch.zeros_like(scores)
-        for turn, (span, gain) in enumerate(zip(record["turn_spans"], record["info_gain"])):
+        for turn, (span, gain) in enumerate(zip(record.turn_spans, record.info_gain)):
             if gain is not None:
                 expected[span[1]] += gain
-        expected[last] += record["env_score"]
+        expected[last] += record.env_score
         torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
         # The final turn never carries r_t; every other turn with feedback and a following turn does.
-        assert record["info_gain"][-1] is None
+        assert record.info_gain[-1] is None
         # The outcome is the task's own score: replay the agent's actions on a fresh environment.
         row_kwargs = {key: batch.non_tensor_batch[key][row] for key in ("extra_info",)}
         environment = ClarifyEnv.from_row(row_kwargs, None, {})
 
         async def replay():
-            for text in record["agent_texts"]:
+            for text in record.agent_texts:
                 result = await environment.step(parse_action(text))
                 if result.done:
                     break
             return await environment.final_score()
 
-        if record["ended_by"] != "token_budget":
-            assert asyncio.run(replay()) == pytest.approx(record["env_score"])
+        if record.ended_by != "token_budget":
+            assert asyncio.run(replay()) == pytest.approx(record.env_score)
 
 
 def test_every_info_gain_matches_independent_recomputation(default_run, hf):
     config, spy, batch = default_run
     measured = 0
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         expected = recompute_info_gains(hf, batch, row)
-        got = {turn: gain for turn, gain in enumerate(record["info_gain"]) if gain is not None}
+        got = {turn: gain for turn, gain in enumerate(record.info_gain) if gain is not None}
         assert got.keys() == expected.keys()
         for turn in got:
             assert got[turn] == pytest.approx(expected[turn], abs=2e-5), (row, turn)
@@ -236,11 +217,11 @@ def test_reward_extra_info_and_advantages(default_run):
     for key in EXTRA_INFO_KEYS:
         assert key in batch.non_tensor_batch and len(batch.non_tensor_batch[key]) == len(batch)
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
-        gains = [gain for gain in record["info_gain"] if gain is not None]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        gains = [gain for gain in record.info_gain if gain is not None]
         assert batch.non_tensor_batch["info_gain_count"][row] == len(gains)
         assert batch.non_tensor_batch["info_gain_sum"][row] == pytest.approx(sum(gains))
-        assert batch.non_tensor_batch["outcome"][row] == pytest.approx(record["env_score"])
+        assert batch.non_tensor_batch["outcome"][row] == pytest.approx(record.env_score)
     # The estimator ran through verl: advantages exist only on agent tokens.
     advantages, mask = batch.batch["advantages"], batch.batch["response_mask"]
     assert torch.all(advantages[mask == 0] == 0)
@@ -254,22 +235,22 @@ def test_rescoring_keeps_raw_logprobs_at_any_temperature(model_dir, data_file, h
     model, _ = hf
     measured = 0
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         expected = recompute_info_gains(hf, batch, row)
-        for turn, gain in enumerate(record["info_gain"]):
+        for turn, gain in enumerate(record.info_gain):
             if gain is not None:
                 assert gain == pytest.approx(expected[turn], abs=2e-5)
                 measured += 1
         # The rollout's own log-probs are not the raw ones here, so using them would have been wrong.
         prompt_ids, response_ids = valid_ids(batch, row)
-        start, end = record["turn_spans"][0]
+        start, end = record.turn_spans[0]
         rollout = batch.batch["rollout_log_probs"][row][start : end + 1].tolist()
         raw = raw_logprobs(model, prompt_ids + response_ids, len(prompt_ids) + start, end - start + 1)
         assert max(abs(a - b) for a, b in zip(rollout, raw)) > 1e-3
     assert measured >= 2
     # One factual rescoring request per dialogue with measured turns, next to one request per measured turn.
     assert len(spy.scoring_requests()) == measured + sum(
-        any(g is not None for g in batch.non_tensor_batch["infopo"][row]["info_gain"]) for row in range(len(batch))
+        any(g is not None for g in RolloutRecord.from_batch(batch.non_tensor_batch, row).info_gain) for row in range(len(batch))
     )
 
 
@@ -278,14 +259,14 @@ def test_truncation_at_the_token_budget(model_dir, data_file):
         model_dir, data_file, ["actor_rollout_ref.rollout.response_length=40", "algorithm.infopo.max_tokens_per_turn=30"]
     )
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         mask = batch.batch["response_mask"][row].tolist()
         assert len(mask) == 40
-        if record["ended_by"] == "token_budget" and record["turn_spans"][-1][1] == 39:
+        if record.ended_by == "token_budget" and record.turn_spans[-1][1] == 39:
             # Cut in the middle of a turn: the response ends on an agent token, nothing was acted on after it.
             assert mask[-1] == 1
-            assert record["feedback_texts"][-1] is None
-    assert any(batch.non_tensor_batch["infopo"][row]["ended_by"] == "token_budget" for row in range(len(batch)))
+            assert record.feedback_texts[-1] is None
+    assert any(RolloutRecord.from_batch(batch.non_tensor_batch, row).ended_by == "token_budget" for row in range(len(batch)))
 
 
 def test_grpo_baseline_runs_the_same_rollout_without_scoring(model_dir, data_file, default_run):
@@ -295,8 +276,8 @@ def test_grpo_baseline_runs_the_same_rollout_without_scoring(model_dir, data_fil
     )
     assert spy.scoring_requests() == []
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
-        assert all(gain is None for gain in record["info_gain"])
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        assert all(gain is None for gain in record.info_gain)
         _, response_ids = valid_ids(batch, row)
         scores = batch.batch["rm_scores"][row]
         assert torch.count_nonzero(scores[: len(response_ids) - 1]) == 0
@@ -306,10 +287,10 @@ def test_grpo_baseline_runs_the_same_rollout_without_scoring(model_dir, data_fil
     def dialogues(run):
         per_task = {}
         for row in range(len(run)):
-            record = run.non_tensor_batch["infopo"][row]
+            record = RolloutRecord.from_batch(run.non_tensor_batch, row)
             task = run.non_tensor_batch["extra_info"][row]["index"]
             per_task.setdefault(task, []).append(
-                (record["agent_texts"], record["feedback_texts"], record["env_steps"])
+                (record.agent_texts, record.feedback_texts, record.env_steps)
             )
         return {task: sorted(items) for task, items in per_task.items()}
 
@@ -322,10 +303,10 @@ def test_other_estimators_see_beta_scaled_turn_rewards(model_dir, data_file, def
         model_dir, data_file, ["algorithm.adv_estimator=reinforce_plus_plus", "algorithm.infopo.beta=0.25"]
     )
     for row in range(len(batch)):
-        record = batch.non_tensor_batch["infopo"][row]
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
         for (position, value), span, gain in zip(
-            record["turn_rewards"], [s for s, g in zip(record["turn_spans"], record["info_gain"]) if g is not None],
-            [g for g in record["info_gain"] if g is not None],
+            record.turn_rewards, [s for s, g in zip(record.turn_spans, record.info_gain) if g is not None],
+            [g for g in record.info_gain if g is not None],
         ):
             assert position == span[1] and value == pytest.approx(0.25 * gain)
             assert float(batch.batch["rm_scores"][row][position]) == pytest.approx(0.25 * gain, abs=1e-6)
@@ -337,7 +318,7 @@ def test_long_counterfactuals_are_skipped_and_counted(model_dir, data_file):
         model_dir, data_file, [f"algorithm.infopo.placeholder='{long_placeholder}'", "actor_rollout_ref.rollout.max_model_len=700"],
         max_model_len=700,
     )
-    skipped = sum(batch.non_tensor_batch["infopo"][row]["scoring_skipped"] for row in range(len(batch)))
+    skipped = sum(RolloutRecord.from_batch(batch.non_tensor_batch, row).scoring_skipped for row in range(len(batch)))
     assert skipped > 0
     assert all(len(prompt) <= 699 for prompt, _, _ in spy.scoring_requests())
     assert sum(batch.non_tensor_batch["scoring_skipped"]) == skipped
@@ -360,6 +341,7 @@ def test_v1_trainer_layout_through_as_dict(model_dir, data_file):
     kwargs = {key: values[0] for key, values in batch.non_tensor_batch.items()}
 
     async def run_one():
+        VALIDATING.set(False)  # what InfoPO's v1 worker does around each loop (a training rollout)
         loop = hydra.utils.instantiate(
             config=_agent_loop_registry["infopo_user"],
             trainer_config=DictConfigWrap(config=config),
@@ -380,14 +362,16 @@ def test_v1_trainer_layout_through_as_dict(model_dir, data_file):
     finally:
         ray.kill(reward_worker)
     assert isinstance(output, InfoPOAgentLoopOutput)
-    record = output.extra_fields["infopo"]
-    scores = output.as_dict()["rm_scores"]
+    record = RolloutRecord.from_extra_fields(output.extra_fields)
+    stored = output.as_dict()
+    scores = stored["rm_scores"]
+    assert stored["extra_fields"]["infopo"] == record  # what the v1 trainer stores keeps the typed record
     assert scores.shape[0] == len(output.response_ids)
     expected = torch.zeros_like(scores)
-    for span, gain in zip(record["turn_spans"], record["info_gain"]):
+    for span, gain in zip(record.turn_spans, record.info_gain):
         if gain is not None:
             expected[span[1]] += gain
     expected[-1] += output.reward_score
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
-    assert output.reward_score == pytest.approx(record["env_score"])
-    assert any(gain is not None for gain in record["info_gain"])
+    assert output.reward_score == pytest.approx(record.env_score)
+    assert any(gain is not None for gain in record.info_gain)

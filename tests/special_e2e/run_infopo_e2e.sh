@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU end-to-end check (needs one CUDA GPU and verl[vllm]; never run by CI): the quickstart recipe, as a user runs
-# it, for a few steps on a tiny local model, first with InfoPO and then with its GRPO baseline.
+# it, for a few steps on a tiny local model: with InfoPO, with InfoPO scoring validation too, then its GRPO baseline.
 #
 # Checks, per run: main_ppo exits 0; a rollout dump exists for every training step (verl writes it after the
 # update, so a dump per step means every step completed); and, from the validation dump, where each sample's
 # score is the sum of its rm_scores next to the reward manager's breakdown:
-#   InfoPO: score == outcome + info_gain_sum for every sample, and some sample has a measured turn
-#           (info_gain_count > 0), i.e. rm_scores carry the per-turn information gains next to the outcome;
+#   InfoPO (default): validation is outcome-only: no turn was scored and score == outcome, as for GRPO;
+#   InfoPO with algorithm.infopo.scoring.validation=true: score == outcome + info_gain_sum for every sample, and
+#           some sample has a measured turn, i.e. rm_scores carry the per-turn information gains next to R;
 #   GRPO:   no turn was scored (info_gain_count == 0) and score == outcome.
 #
 #   bash tests/special_e2e/run_infopo_e2e.sh            # from the repository root
@@ -67,7 +68,7 @@ import math
 import sys
 from pathlib import Path
 
-run_dir, steps, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+run_dir, steps, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]  # mode: scored or outcome_only
 
 missing = [step for step in range(1, steps + 1) if not (run_dir / "rollouts" / f"{step}.jsonl").is_file()]
 assert not missing, f"{run_dir.name}: no rollout dump for training step(s) {missing}: those steps did not complete"
@@ -82,25 +83,29 @@ assert needed <= rows[0].keys(), f"{dumps[-1]} lacks {sorted(needed - rows[0].ke
 for number, row in enumerate(rows):
     # rm_scores is float32: compare with a tolerance that scales with the values summed.
     scale = 1.0 + abs(row["outcome"]) + abs(row["info_gain_sum"])
-    expected = row["outcome"] + (row["info_gain_sum"] if mode == "infopo" else 0.0)
+    expected = row["outcome"] + (row["info_gain_sum"] if mode == "scored" else 0.0)
     assert math.isclose(row["score"], expected, abs_tol=1e-3 * scale), (
         f"{run_dir.name}, validation sample {number}: sum(rm_scores)={row['score']} but outcome={row['outcome']} "
         f"and info_gain_sum={row['info_gain_sum']} ({mode} run)"
     )
 scored = sum(row["info_gain_count"] > 0 for row in rows)
-if mode == "infopo":
+if mode == "scored":
     assert scored > 0, f"{run_dir.name}: no validation dialogue had a scored turn; the rollout measured nothing"
 else:
-    assert scored == 0, f"{run_dir.name}: {scored} dialogues were scored although algorithm.infopo.info_gain=false"
+    assert scored == 0, f"{run_dir.name}: {scored} validation dialogues were scored; validation must be outcome-only"
 print(f"[e2e] {run_dir.name}: {steps} training steps completed; {len(rows)} validation samples checked, "
       f"{scored} with scored turns")
 PY
 }
 
 run_quickstart infopo algorithm.adv_estimator=infopo algorithm.infopo.info_gain=true
-check_run infopo infopo
+check_run infopo outcome_only
+
+run_quickstart infopo_scored_validation algorithm.adv_estimator=infopo algorithm.infopo.info_gain=true \
+    algorithm.infopo.scoring.validation=true
+check_run infopo_scored_validation scored
 
 run_quickstart grpo algorithm.adv_estimator=grpo algorithm.infopo.info_gain=false
-check_run grpo grpo
+check_run grpo outcome_only
 
 echo "[e2e] passed; outputs in $WORK_DIR"

@@ -207,19 +207,22 @@ class UserRLEnvironment(Environment):
         if action.parse_error is not None:
             feedback = (f"Your tool call could not be read: {action.parse_error}. Call `{TOOL_NAME}` with a "
                         f"`choice` and a `content`.")
-            return self._record(feedback, 0.0, False, {"parse_error": action.parse_error})
+            return self._record(feedback, 0.0, False, {"parse_error": action.parse_error}, env_error=True)
         if action.choice is None:
             feedback = (f"No tool call found. Interact with the environment by calling `{TOOL_NAME}` with a choice "
                         f"among {', '.join(self.choices)} and a content.")
-            return self._record(feedback, 0.0, False, {"invalid_action": "plain text"})
+            return self._record(feedback, 0.0, False, {"invalid_action": "plain text"}, env_error=True)
         if action.choice not in self.choices:
             feedback = (f"The choice {action.choice!r:.40} is not available here; use one of "
                         f"{', '.join(self.choices)}.")
-            return self._record(feedback, 0.0, False, {"invalid_action": f"choice {action.choice!r:.40}"})
+            info = {"invalid_action": f"choice {action.choice!r:.40}"}
+            return self._record(feedback, 0.0, False, info, env_error=True)
         feedback, reward, done, info = await self.handle(action.choice, action.content)
         return self._record(feedback, reward, done, info)
 
-    def _record(self, feedback: str, reward: float, done: bool, info: Mapping[str, Any]) -> StepResult:
+    def _record(
+        self, feedback: str, reward: float, done: bool, info: Mapping[str, Any], *, env_error: bool = False
+    ) -> StepResult:
         reward = float(reward)
         self.step_rewards.append(reward)
         self.done = done
@@ -229,6 +232,7 @@ class UserRLEnvironment(Environment):
             done=done,
             reward=reward,
             info={**info, "feedback": feedback, "step_reward": reward},
+            env_error=env_error,
         )
 
     async def final_score(self) -> float:
