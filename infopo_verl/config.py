@@ -17,12 +17,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["InfoPOConfig", "UserSimulatorConfig", "ConfigError", "SECTION"]
+__all__ = ["InfoPOConfig", "UserSimulatorConfig", "ScoringConfig", "ConfigError", "SECTION"]
 
 SECTION = "algorithm.infopo"
 
 Normalization = Literal["turn", "token"]
 UserBackend = Literal["scripted", "openai", "policy"]
+FactualChoice = Literal["auto", "rollout", "rescore"]
 
 
 class ConfigError(ValueError):
@@ -111,6 +112,26 @@ class UserSimulatorConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+    """How the counterfactual scoring requests are sent (:mod:`infopo_verl.rollout.scoring`). Lives at
+    ``algorithm.infopo.scoring``."""
+
+    prefix_cache: bool = False
+    """Let scoring requests read vLLM's prefix cache (``skip_reading_prefix_cache: false``), with a guard that
+    resends a request uncached when the cache covered a row r_t needs. Ours: false (vLLM's documented behaviour
+    for prompt_logprobs requests) until a GPU run has shown cached and uncached r_t agree."""
+    factual: FactualChoice = "auto"
+    """Where log pi(a_{t+1} | ctx_t, o_t) comes from: `rollout` (the sampling pass's log-probs; refused when they
+    are provably not raw), `rescore` (one prompt-logprob request over the dialogue), `auto` (rollout when provably
+    raw, else rescore). Ours: auto."""
+
+    def validate(self, prefix: str) -> None:
+        _check_type(f"{prefix}.prefix_cache", self.prefix_cache, bool)
+        if self.factual not in ("auto", "rollout", "rescore"):
+            raise ConfigError(f"{prefix}.factual must be one of auto, rollout, rescore (got {self.factual!r})")
+
+
+@dataclasses.dataclass(frozen=True)
 class InfoPOConfig:
     """All of InfoPO's settings, read from ``algorithm.infopo`` (plus the two verl keys it must honour).
 
@@ -142,6 +163,8 @@ class InfoPOConfig:
         default_factory=UserSimulatorConfig, metadata={"nested": UserSimulatorConfig}
     )
     """Who plays the user: see :class:`UserSimulatorConfig`."""
+    scoring: ScoringConfig = dataclasses.field(default_factory=ScoringConfig, metadata={"nested": ScoringConfig})
+    """How scoring requests are sent: see :class:`ScoringConfig`."""
     env: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options for the task environments (e.g. ``travel_db_path``); each environment validates its own keys."""
 

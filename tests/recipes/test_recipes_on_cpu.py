@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from infopo_verl.config import InfoPOConfig, UserSimulatorConfig
+from infopo_verl.config import InfoPOConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = REPO_ROOT / "recipes"
@@ -267,7 +267,7 @@ def code_defaults() -> dict[str, str]:
             if field.name == "norm_adv_by_std_in_grpo":
                 continue  # verl's key, documented in the verl-keys table
             value = getattr(instance, field.name)
-            if isinstance(value, UserSimulatorConfig):
+            if dataclasses.is_dataclass(value):
                 out.update(walk(value, f"{prefix}.{field.name}"))
             else:
                 out[f"{prefix}.{field.name}"] = _yaml_literal(value)
