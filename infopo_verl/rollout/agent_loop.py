@@ -9,8 +9,9 @@ An explicit state machine, one method per state, in the manner of verl's ``ToolA
 - ACTING parses the action and steps the environment (which may ask the user simulator).
 - FEEDBACK appends the environment's answer o_t as a non-assistant message (response_mask 0) and, alongside,
   renders the placeholder message on the same context: the counterfactual prefix of turn t.
-- SCORING measures r_t for every turn that received feedback and was followed by a generated turn
-  (:mod:`infopo_verl.rollout.scoring`), all of the dialogue's requests at once.
+- SCORING waits for r_t of every turn that received feedback and was followed by a generated turn
+  (:mod:`infopo_verl.rollout.scoring`): each turn's requests went out as soon as a_{t+1} was generated, alongside
+  the environment step that answers a_{t+1}.
 
 The dialogue ends when the environment says done, at the turn limit
 (``actor_rollout_ref.rollout.multi_turn.max_assistant_turns``), when the response budget
@@ -39,7 +40,7 @@ from infopo_verl.envs.base import Action, Environment, StepResult
 from infopo_verl.envs.registry import environment_class, task_fields
 from infopo_verl.rollout.actions import parse_action
 from infopo_verl.rollout.output import RECORD_KEY, InfoPOAgentLoopOutput, turn_reward_entries
-from infopo_verl.rollout.scoring import CounterfactualScorer, ScoringTurn, factual_source
+from infopo_verl.rollout.scoring import DialogueScorer, ScoringTurn, resolve_factual_source
 from infopo_verl.users.base import SimulatorFailure
 from infopo_verl.users.factory import build_user_simulator
 
@@ -94,6 +95,8 @@ class Dialogue:
     scoring_skipped: int = 0
     scoring_tokens: int = 0
     scoring_requests: int = 0
+    scorer: DialogueScorer | None = None
+    """Sends each turn's scoring requests as soon as a_{t+1} exists; None without information gain."""
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -112,14 +115,17 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         self.max_model_len = int(max_model_len or self.rollout_config.prompt_length + self.response_length)
         self.logprobs_mode = self.rollout_config.get("logprobs_mode", None)
         self.calculate_log_probs = bool(self.rollout_config.get("calculate_log_probs", False))
+        self.engine = str(self.rollout_config.get("name", "vllm"))
+        self.full_determinism = bool(self.rollout_config.get("full_determinism", False))
 
     # ------------------------------------------------------------------ run
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         dialogue = await self._new_dialogue(kwargs)
         sampling = dict(sampling_params)
-        source = factual_source(sampling, self.logprobs_mode)
+        source = resolve_factual_source(self.infopo.scoring.factual, sampling, self.logprobs_mode)
         # The rollout's log-probs are needed when they serve as the factual term, even if verl does not keep them.
         sampling["logprobs"] = self.calculate_log_probs or (self.infopo.info_gain and source == "rollout")
+        dialogue.scorer = self._new_scorer(dialogue, source)
 
         state = State.PENDING
         while state != State.TERMINATED:
@@ -178,6 +184,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         end = len(mask) - 1
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         dialogue.turns.append(AgentTurn((end - len(generated) + 1, end), generated, text, logprobs))
+        self._submit_scoring(dialogue)
 
         if len(mask) >= self.response_length:
             # The budget is spent (usually in the middle of this turn): no room for feedback or another turn.
@@ -241,31 +248,48 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         return State.GENERATING
 
     async def _handle_scoring(self, dialogue: Dialogue, source: str) -> State:
-        if not self.infopo.info_gain:
+        if dialogue.scorer is None:
             return State.TERMINATED
-        offset = dialogue.prompt_length
-        pending = [
-            ScoringTurn(
-                turn=index,
-                counterfactual_prefix=turn.counterfactual_prefix,
-                next_turn_start=offset + following.span[0],
-                next_turn_ids=following.ids,
-                rollout_logprobs=following.logprobs,
-            )
-            for index, (turn, following) in enumerate(zip(dialogue.turns, dialogue.turns[1:]))
-            if turn.counterfactual_prefix is not None and following.ids
-        ]
-        if not pending:
-            return State.TERMINATED
-        scorer = CounterfactualScorer(self.server_manager, dialogue.request_id, self.max_model_len)
         with simple_timer("infopo_scoring", dialogue.metrics):
-            result = await scorer.score(pending, dialogue.ids, source)
+            result = await dialogue.scorer.finish(dialogue.ids)
         for index, value in result.info_gain.items():
             dialogue.turns[index].info_gain = value
         dialogue.scoring_skipped = result.skipped
         dialogue.scoring_tokens = result.tokens_submitted
         dialogue.scoring_requests = result.requests
         return State.TERMINATED
+
+    # ------------------------------------------------- pipelined scoring
+    def _new_scorer(self, dialogue: Dialogue, source: str) -> DialogueScorer | None:
+        if not self.infopo.info_gain:
+            return None
+        return DialogueScorer(
+            self.server_manager, dialogue.request_id, self.max_model_len, source=source, engine=self.engine,
+            prefix_cache=self.infopo.scoring.prefix_cache,
+            # verl forwards the dialogue's id unchanged under full_determinism: one request in flight per id.
+            serial=self.full_determinism,
+        )
+
+    def _submit_scoring(self, dialogue: Dialogue) -> None:
+        """a_{t+1} was just generated: send turn t's scoring request while the environment answers a_{t+1}."""
+        if dialogue.scorer is None or len(dialogue.turns) < 2:
+            return
+        turn, following = dialogue.turns[-2], dialogue.turns[-1]
+        if turn.counterfactual_prefix is None or not following.ids:
+            return
+        # Every id the request carries is already final: the counterfactual prefix was rendered from ctx_t when
+        # o_t arrived, a_{t+1} is exactly what was sampled, and dialogue.ids only ever grows at its end (the ct_*
+        # helpers append), so a_{t+1}'s position, counted from the ids rather than from a mask that may still
+        # change, is the position it has in the final batch.
+        dialogue.scorer.submit(
+            ScoringTurn(
+                turn=len(dialogue.turns) - 2,
+                counterfactual_prefix=turn.counterfactual_prefix,
+                next_turn_start=len(dialogue.ids) - len(following.ids),
+                next_turn_ids=following.ids,
+                rollout_logprobs=following.logprobs,
+            )
+        )
 
     # --------------------------------------------------------------- output
     async def _output(self, dialogue: Dialogue) -> AgentLoopOutput:
