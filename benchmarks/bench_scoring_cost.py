@@ -149,8 +149,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--long-dialogues", type=int, default=3)
+    parser.add_argument("--model", default=None, help="model directory (default: the tiny trained model)")
     args = parser.parse_args()
-    model_path = trained_model()
+    model_path = args.model or trained_model()
     rows = generate_rows(args.prompts, seed=11, split="test")
     overrides = [*DEFAULT_OVERRIDES, f"actor_rollout_ref.rollout.n={args.rollouts}"]
     print("computed prefill tokens per scored turn (ratio to the released scheme's two full passes)")

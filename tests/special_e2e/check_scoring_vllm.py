@@ -36,6 +36,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -87,18 +88,34 @@ class TimedClient:
 
 
 class VLLMClient:
-    """verl 0.9.1 ``vLLMHttpServer.generate``'s request handling over an in-process ``AsyncLLM``."""
+    """verl 0.9.1 ``vLLMHttpServer.generate``'s request handling over an in-process ``AsyncLLM``.
+
+    The engine lives on its own event loop in a background thread (as in verl's server actor), because the CPU
+    pipeline runs every rollout in a fresh ``asyncio.run`` loop and AsyncLLM's output handler is bound to one loop.
+    """
 
     def __init__(self, model_path: str):
+        self.model_path = model_path
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True).start()
+        self.engine = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+
+    async def _start(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(model=model_path, max_model_len=MAX_MODEL_LEN, gpu_memory_utilization=0.3,
+        args = AsyncEngineArgs(model=self.model_path, max_model_len=MAX_MODEL_LEN, gpu_memory_utilization=0.3,
                                enforce_eager=True, enable_prefix_caching=True, disable_log_stats=False,
                                logprobs_mode="processed_logprobs", seed=0)
-        self.engine = AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(args)
+
+    async def _on_engine_loop(self, coroutine):
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self._loop))
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        return await self._on_engine_loop(self._generate(prompt_ids, dict(sampling_params)))
+
+    async def _generate(self, prompt_ids, sampling_params):
         from verl.workers.rollout.replica import TokenOutput
         from verl.workers.rollout.vllm_rollout.utils import extract_prompt_logprobs
         from vllm import SamplingParams
@@ -126,7 +143,7 @@ class VLLMClient:
                            stop_reason="aborted" if reason == "abort" else "completed", extra_fields=extra)
 
     async def reset_cache(self) -> None:
-        await self.engine.reset_prefix_cache()
+        await self._on_engine_loop(self.engine.reset_prefix_cache())
 
     def counters(self) -> dict[str, float]:
         """vLLM's Prometheus counters of prompt tokens and prefix-cache hits (empty if not exposed)."""
