@@ -23,7 +23,8 @@ rollout, exact), 0.6 with verl's default ``processed_logprobs`` (factual rescore
 |r_t(cached) - r_t(today)| over the same dialogues. Goals (issue): cached <= 0.15 x released on clarify and
 <= 0.05 on the long dialogues with the factual from the rollout; with rescore, printed and no worse than today.
 
-    .venv/bin/python benchmarks/bench_scoring_cost.py [--prompts 4] [--rollouts 4] [--long-dialogues 3]
+    .venv/bin/python benchmarks/bench_scoring_cost.py [--prompts 4] [--rollouts 4] [--long-dialogues 3] \
+        [--only clarify|long] [--model DIR]
 """
 
 from __future__ import annotations
@@ -149,15 +150,16 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--long-dialogues", type=int, default=3)
+    parser.add_argument("--only", choices=("clarify", "long"), default=None, help="run one kind of dialogue")
     parser.add_argument("--model", default=None, help="model directory (default: the tiny trained model)")
     args = parser.parse_args()
     model_path = args.model or trained_model()
     rows = generate_rows(args.prompts, seed=11, split="test")
     overrides = [*DEFAULT_OVERRIDES, f"actor_rollout_ref.rollout.n={args.rollouts}"]
     print("computed prefill tokens per scored turn (ratio to the released scheme's two full passes)")
-    for label, temperature, mode in SETTINGS:
+    for label, temperature, mode in SETTINGS if args.only != "long" else ():
         report("clarify", label, [clarify(model_path, rows, overrides, temperature, mode, cache) for cache in (False, True)])
-    for label, temperature, mode in SETTINGS:
+    for label, temperature, mode in SETTINGS if args.only != "clarify" else ():
         report("long", label, [long_dialogues(model_path, args.long_dialogues, temperature, mode, cache)
                                for cache in (False, True)])
 

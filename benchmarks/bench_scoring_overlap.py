@@ -21,7 +21,8 @@ Two regimes:
 It prints the median wall time of ``generate_sequences`` over ``--repeats`` rollouts and the ratio to ``no
 scoring`` (goal of the issue: <= 1.1x). Wall time on a shared CPU is noisy: compare ratios from one run.
 
-    .venv/bin/python benchmarks/bench_scoring_overlap.py [--prompts 4] [--rollouts 2] [--repeats 2]
+    .venv/bin/python benchmarks/bench_scoring_overlap.py [--prompts 4] [--rollouts 2] [--repeats 2] [--model DIR] \
+        [HYDRA_OVERRIDE ...]
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. algorithm.infopo.max_tokens_per_turn=16")
     parser.add_argument("--model", default=None, help="model directory (default: the tiny trained model)")
     args = parser.parse_args()
     os.environ.setdefault(KEY_VARIABLE, "loopback")
@@ -111,6 +113,7 @@ def main() -> None:
                         "actor_rollout_ref.rollout.temperature=1.0", "algorithm.infopo.user.backend=openai",
                         f"algorithm.infopo.user.base_url={user_server.base_url}",
                         f"algorithm.infopo.user.api_key_env={KEY_VARIABLE}", "algorithm.infopo.user.max_retries=0",
+                        *args.overrides,
                     ]
                     times = {name: statistics.median(rollout_seconds(model_path, data_files, [*settings, *extra])
                                                      for _ in range(args.repeats))

@@ -195,8 +195,10 @@ def rollout(model_path, data_file, client, extra):
 def message_ids(tokenizer, message) -> list[int]:
     """Ids the chat template adds for ``message`` and the next generation prompt."""
     context = [{"role": "system", "content": "context"}]
-    before = list(tokenizer.apply_chat_template(context, tokenize=True, add_generation_prompt=False))
-    after = list(tokenizer.apply_chat_template(context + [message], tokenize=True, add_generation_prompt=True))
+    before = tokenizer.apply_chat_template(context, tokenize=True, add_generation_prompt=False)
+    after = tokenizer.apply_chat_template(context + [message], tokenize=True, add_generation_prompt=True)
+    before, after = (list(getattr(ids, "input_ids", ids)) for ids in (before, after))  # ids or a BatchEncoding
+    assert after[: len(before)] == before, "the chat template does not render messages as a prefix-stable suffix"
     return after[len(before):]
 
 
@@ -217,6 +219,7 @@ def scored_turns(batch, tokenizer):
             feedback_ids = full[offset + feedback_span[0]: offset + feedback_span[1] + 1]
             rendered = message_ids(tokenizer, {"role": "user", "content": record["feedback_texts"][turn]})
             boundary = feedback_ids[: len(feedback_ids) - len(rendered)]
+            assert boundary + rendered == feedback_ids, f"row {row}, turn {turn}: cannot rebuild the feedback message"
             prefix = full[: offset + feedback_span[0]] + boundary + message_ids(
                 tokenizer, {"role": "user", "content": PLACEHOLDER})
             turns.append(ScoringTurn(turn, prefix, offset + start, full[offset + start: offset + end + 1],
@@ -296,13 +299,19 @@ def main() -> int:
     results["passes"] = {name: stats for name, (_, stats) in measured.items()}
     results["cached_vs_uncached"] = differences(measured["cached"][0], measured["uncached"][0])
     results["rollout_vs_rescore"] = differences(measured["rollout_factual"][0], measured["uncached"][0])
+    # The rebuilt counterfactuals must be the rollout's own: its recorded r_t (rescored factual side or not)
+    recorded = {(row, turn): gain for row in range(len(batch))
+                for turn, gain in enumerate(batch.non_tensor_batch["infopo"][row]["info_gain"]) if gain is not None}
+    results["rollout_record_vs_rollout_factual"] = differences(recorded, measured["rollout_factual"][0])
     results["wall_s"] = time.perf_counter() - started
     for key, value in results.items():
         print(json.dumps({key: value}, default=str))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str))
-    agreement = results["cached_vs_uncached"]
+    agreement, rebuilt = results["cached_vs_uncached"], results["rollout_record_vs_rollout_factual"]
     ok = agreement["turns"] > 0 and agreement["max_abs"] is not None and agreement["max_abs"] < 1e-2
+    # the same requests as during the rollout (factual from the rollout at temperature 1): equal up to batching noise
+    ok = ok and rebuilt["turns"] == agreement["turns"] and rebuilt["max_abs"] < 1e-2
     print(f"[scoring check] {'agree' if ok else 'DISAGREE'}: {agreement['turns']} turns, "
           f"max |r_t(cached) - r_t(uncached)| = {agreement['max_abs']}; mean |r_t(rollout) - r_t(rescore)| = "
           f"{results['rollout_vs_rescore']['mean_abs']}; {results['wall_s']:.0f} s")
