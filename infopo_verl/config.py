@@ -23,6 +23,7 @@ SECTION = "algorithm.infopo"
 
 Normalization = Literal["turn", "token"]
 UserBackend = Literal["scripted", "openai", "policy"]
+FactualChoice = Literal["auto", "rollout", "rescore"]
 
 
 class ConfigError(ValueError):
@@ -112,7 +113,8 @@ class UserSimulatorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ScoringConfig:
-    """Which rollouts and turns the rollout scores for information gain. Lives at ``algorithm.infopo.scoring``."""
+    """Which rollouts and turns are scored for information gain, and how the scoring requests are sent
+    (:mod:`infopo_verl.rollout.scoring`). Lives at ``algorithm.infopo.scoring``."""
 
     validation: bool = False
     """Score validation rollouts too. Ours: false, so validation is outcome-only (``rm_scores`` holds R alone and
@@ -121,10 +123,20 @@ class ScoringConfig:
     """Score turns whose feedback is the environment's own error message (a malformed tool call, a plain-text turn
     where a tool call is needed, an unknown choice). True reproduces the released code, which scores every turn
     that received feedback (SPEC section 1); false leaves those turns out of scoring, counted."""
+    prefix_cache: bool = False
+    """Let scoring requests read vLLM's prefix cache (``skip_reading_prefix_cache: false``), with a guard that
+    resends a request uncached when the cache covered a row r_t needs. Ours: false (vLLM's documented behaviour
+    for prompt_logprobs requests) until a GPU run has shown cached and uncached r_t agree."""
+    factual: FactualChoice = "auto"
+    """Where log pi(a_{t+1} | ctx_t, o_t) comes from: `rollout` (the sampling pass's log-probs; refused when they
+    are provably not raw), `rescore` (one prompt-logprob request over the dialogue), `auto` (rollout when provably
+    raw, else rescore). Ours: auto."""
 
     def validate(self, prefix: str) -> None:
-        for name in ("validation", "env_errors"):
+        for name in ("validation", "env_errors", "prefix_cache"):
             _check_type(f"{prefix}.{name}", getattr(self, name), bool)
+        if self.factual not in ("auto", "rollout", "rescore"):
+            raise ConfigError(f"{prefix}.factual must be one of auto, rollout, rescore (got {self.factual!r})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +174,7 @@ class InfoPOConfig:
     env: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Options for the task environments (e.g. ``travel_db_path``); each environment validates its own keys."""
     scoring: ScoringConfig = dataclasses.field(default_factory=ScoringConfig, metadata={"nested": ScoringConfig})
-    """Which rollouts and turns are scored: see :class:`ScoringConfig`."""
+    """Which rollouts and turns are scored, and how: see :class:`ScoringConfig`."""
     train_on_failures: bool = False
     """Train on dialogues that ended on a user-simulator failure or an aborted generation, with outcome 0 (the
     behaviour before this option existed). Ours: false, their ``response_mask`` is all zero (no loss), so a

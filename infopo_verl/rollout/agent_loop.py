@@ -12,11 +12,13 @@ An explicit state machine, one method per state, in the manner of verl's ``ToolA
 - FEEDBACK appends the environment's answer o_t as a non-assistant message (response_mask 0; or as the messages the
   environment returns with their own roles, e.g. several tool results) and, alongside, renders the placeholder
   message on the same context: the counterfactual prefix of turn t.
-- SCORING first reads every turn's span and its feedback's span off the final ``response_mask``
-  (:func:`infopo_verl.core.turns.row_spans`, the estimator's own definition of a turn), then measures r_t for every
-  turn that received feedback and was followed by a generated turn (:mod:`infopo_verl.rollout.scoring`), all of
-  the dialogue's requests at once. Spans come from the mask, not from token counts, because verl's
-  continuous-token builders edit the boundary: GLM's drops the agent's stop token when feedback follows.
+- Scoring is pipelined: turn t's counterfactual request goes out as soon as a_{t+1} is generated, alongside the
+  environment step that answers a_{t+1} (:mod:`infopo_verl.rollout.scoring`).
+- SCORING reads every turn's span and its feedback's span off the final ``response_mask``
+  (:func:`infopo_verl.core.turns.row_spans`, the estimator's own definition of a turn) and waits for r_t of every
+  turn that received feedback and was followed by a generated turn. Spans come from the mask, not from token
+  counts, because verl's continuous-token builders edit the boundary (GLM's drops the agent's stop token when
+  feedback follows): a request sent early for tokens the batch no longer holds is resent with the final ones.
 
 The dialogue ends when the environment says done, at the turn limit
 (``actor_rollout_ref.rollout.multi_turn.max_assistant_turns``), when the response budget
@@ -56,7 +58,7 @@ from infopo_verl.envs.registry import environment_class, task_fields
 from infopo_verl.rollout.actions import parse_action
 from infopo_verl.rollout.output import VALIDATING, InfoPOAgentLoopOutput, turn_reward_entries
 from infopo_verl.rollout.record import RECORD_KEY, RolloutRecord
-from infopo_verl.rollout.scoring import CounterfactualScorer, ScoringTurn, factual_source
+from infopo_verl.rollout.scoring import DialogueScorer, ScoringTurn, resolve_factual_source
 from infopo_verl.users.base import SimulatorFailure
 from infopo_verl.users.factory import build_user_simulator
 
@@ -132,6 +134,8 @@ class Dialogue:
     scoring_skipped: int = 0
     scoring_tokens: int = 0
     scoring_requests: int = 0
+    scorer: DialogueScorer | None = None
+    """Sends each turn's scoring requests as soon as a_{t+1} exists; None without information gain."""
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -156,6 +160,8 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         self.logprobs_mode = self.rollout_config.get("logprobs_mode", None)
         self.calculate_log_probs = bool(self.rollout_config.get("calculate_log_probs", False))
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.engine = str(self.rollout_config.get("name", "vllm"))
+        self.full_determinism = bool(self.rollout_config.get("full_determinism", False))
 
     # ------------------------------------------------------------------ run
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
@@ -163,9 +169,10 @@ class InfoPOUserAgentLoop(AgentLoopBase):
         dialogue.validate = self._validating()
         dialogue.scoring = self.infopo.info_gain and (not dialogue.validate or self.infopo.scoring.validation)
         sampling = dict(sampling_params)
-        source = factual_source(sampling, self.logprobs_mode)
+        source = resolve_factual_source(self.infopo.scoring.factual, sampling, self.logprobs_mode)
         # The rollout's log-probs are needed when they serve as the factual term, even if verl does not keep them.
         sampling["logprobs"] = self.calculate_log_probs or (dialogue.scoring and source == "rollout")
+        dialogue.scorer = self._new_scorer(dialogue, source) if dialogue.scoring else None
 
         state = State.PENDING
         while state != State.TERMINATED:
@@ -257,6 +264,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             dialogue.response_logprobs = all_logprobs
         text = self.tokenizer.decode(generated, skip_special_tokens=True)
         dialogue.turns.append(AgentTurn(len(mask) - merge.appended_token_count, generated, text, logprobs))
+        self._submit_scoring(dialogue)
 
         if len(mask) >= self.response_length:
             # The budget is spent (usually in the middle of this turn): no room for feedback or another turn.
@@ -347,11 +355,13 @@ class InfoPOUserAgentLoop(AgentLoopBase):
                         rollout_logprobs=following.logprobs[:length] if following.logprobs is not None else None,
                     )
                 )
-        if not (dialogue.scoring and self._trained(dialogue) and pending):
+        if dialogue.scorer is None:
             return State.TERMINATED
-        scorer = CounterfactualScorer(self.server_manager, dialogue.request_id, self.max_model_len)
+        if not (self._trained(dialogue) and pending):
+            dialogue.scorer.cancel()  # a failed dialogue learns nothing from r_t: drop what went out early
+            return State.TERMINATED
         with simple_timer("infopo_scoring", dialogue.metrics):
-            result = await scorer.score(pending, dialogue.ids, source)
+            result = await dialogue.scorer.finish(dialogue.ids, pending)
         for index, value in result.info_gain.items():
             dialogue.turns[index].info_gain = value
         dialogue.scoring_skipped = result.skipped
@@ -378,6 +388,37 @@ class InfoPOUserAgentLoop(AgentLoopBase):
                 f"dialogue {dialogue.request_id}: response_mask has agent runs at positions {sorted(run_of)} that no "
                 "generated turn starts; the continuous-token builder inserted generated-looking tokens"
             )
+
+    # ------------------------------------------------- pipelined scoring
+    def _new_scorer(self, dialogue: Dialogue, source: str) -> DialogueScorer:
+        return DialogueScorer(
+            self.server_manager, dialogue.request_id, self.max_model_len, source=source, engine=self.engine,
+            prefix_cache=self.infopo.scoring.prefix_cache,
+            # verl forwards the dialogue's id unchanged under full_determinism: one request in flight per id.
+            serial=self.full_determinism,
+        )
+
+    def _submit_scoring(self, dialogue: Dialogue) -> None:
+        """a_{t+1} was just generated: send turn t's scoring request while the environment answers a_{t+1}."""
+        if dialogue.scorer is None or len(dialogue.turns) < 2:
+            return
+        turn, following = dialogue.turns[-2], dialogue.turns[-1]
+        if turn.counterfactual_prefix is None or dialogue.prompt_length + following.first >= len(dialogue.ids):
+            return  # not eligible, or the builder left no token of a_{t+1}
+        # a_{t+1} as the dialogue holds it now, at the position it keeps (the ct_* helpers only append). A builder
+        # may still trim its end when the next feedback arrives (GLM drops the stop token): finish() compares each
+        # request with the turns the final mask holds and resends any whose tokens changed.
+        start = dialogue.prompt_length + following.first
+        next_turn_ids = dialogue.ids[start:]
+        dialogue.scorer.submit(
+            ScoringTurn(
+                turn=len(dialogue.turns) - 2,
+                counterfactual_prefix=turn.counterfactual_prefix,
+                next_turn_start=start,
+                next_turn_ids=next_turn_ids,
+                rollout_logprobs=following.logprobs[: len(next_turn_ids)] if following.logprobs is not None else None,
+            )
+        )
 
     # --------------------------------------------------------------- output
     async def _output(self, dialogue: Dialogue) -> AgentLoopOutput:

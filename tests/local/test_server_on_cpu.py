@@ -214,3 +214,108 @@ async def test_concurrent_requests_match_sequential_ones(model_dir, prompt_ids):
         other_flat = [value for element in other.extra_fields["prompt_logprobs"] for value in element]
         assert flat == pytest.approx(other_flat, abs=1e-5)
     assert concurrent_server.num_requests == len(prompts)
+
+
+# ---- automatic prefix caching: vLLM's cost model and table shapes ----
+
+SCORE = {"max_tokens": 1, "prompt_logprobs": 0, "detokenize": False}
+IDS = [(7 * position + 3) % 200 + 5 for position in range(60)]  # 60 arbitrary in-vocabulary ids
+
+
+def reference_rows(model, ids):
+    """[log p(ids[j+1] | ids[:j+1]) for j < len(ids) - 1] from an independent forward pass."""
+    rows = log_softmax_rows(model, ids)
+    return [rows[j, ids[j + 1]].item() for j in range(len(ids) - 1)]
+
+
+async def test_scoring_requests_skip_reading_the_cache_unless_told(server):
+    await server.generate("warm", prompt_ids=IDS[:40], sampling_params={"max_tokens": 1})
+    default = await server.generate("score", prompt_ids=IDS[:50], sampling_params=dict(SCORE))
+    assert default.extra_fields["num_cached_tokens"] == 0
+    assert server.requests_log[-1].computed_prefill_tokens == 50
+    # ... but it still wrote its blocks: a generation request (which reads the cache by default) finds the 3 full
+    # blocks of IDS[:50]
+    generation = await server.generate("gen", prompt_ids=IDS[:50], sampling_params={"max_tokens": 1})
+    assert generation.extra_fields["num_cached_tokens"] == 48
+    assert server.requests_log[-1].computed_prefill_tokens == 50 - 48
+
+
+@pytest.mark.parametrize("runner", ["v1", "v2"])
+async def test_cached_rows_are_garbage_in_v1_and_absent_in_v2(model_dir, reference, runner):
+    server = LocalLLMServer(model_dir, MAX_MODEL_LEN, runner=runner)
+    await server.generate("warm", prompt_ids=IDS[:40], sampling_params={"max_tokens": 1})
+    output = await server.generate("score", prompt_ids=IDS[:50],
+                                   sampling_params=dict(SCORE, skip_reading_prefix_cache=False))
+    h = output.extra_fields["num_cached_tokens"]
+    assert h == 32 and server.prefill_tokens_computed == 40 + (50 - 32)
+    expected = reference_rows(reference, IDS[:50])
+    table, ids = output.extra_fields["prompt_logprobs"], output.extra_fields["prompt_ids"]
+    if runner == "v1":
+        assert len(table) == 50
+        computed = range(h, 49)
+        # the rows of cached positions were never computed: reading them gives wrong values and wrong ids
+        assert all(abs(table[j][0] - expected[j]) > 1e-3 for j in range(h))
+        assert sum(ids[j][0] == IDS[j + 1] for j in range(h)) < h // 2
+    else:
+        assert len(table) == 50 - h
+        computed = range(0, 49 - h)
+    offset = 0 if runner == "v1" else h
+    for row in computed:
+        assert table[row][0] == pytest.approx(expected[row + offset], abs=1e-4)
+        assert ids[row] == [IDS[row + offset + 1]]
+
+
+async def test_a_hit_never_covers_the_last_prompt_token(server):
+    await server.generate("warm", prompt_ids=IDS[:48], sampling_params={"max_tokens": 1})
+    cached = dict(SCORE, skip_reading_prefix_cache=False)
+    assert (await server.generate("a", prompt_ids=IDS[:48], sampling_params=dict(cached))).extra_fields[
+        "num_cached_tokens"] == 32  # 48 - 1 = 47 tokens may hit: 2 full blocks
+    assert (await server.generate("b", prompt_ids=IDS[:49], sampling_params=dict(cached))).extra_fields[
+        "num_cached_tokens"] == 48
+    assert (await server.generate("c", prompt_ids=[1] + IDS[1:49], sampling_params=dict(cached))).extra_fields[
+        "num_cached_tokens"] == 0  # the chained hash: a different first token invalidates every block after it
+
+
+async def test_generated_tokens_are_cached_except_the_last(server):
+    output = await server.generate("gen", prompt_ids=IDS[:10],
+                                   sampling_params={"max_tokens": 23, "ignore_eos": True})
+    assert len(output.token_ids) == 23
+    # KV exists for 10 + 22 tokens: two full blocks, which a request over the whole dialogue then reads
+    follow_up = IDS[:10] + list(output.token_ids) + [5]
+    again = await server.generate("next", prompt_ids=follow_up, sampling_params={"max_tokens": 1})
+    assert again.extra_fields["num_cached_tokens"] == 32
+
+
+async def test_no_prefix_caching_means_no_hits(model_dir):
+    server = LocalLLMServer(model_dir, MAX_MODEL_LEN, prefix_caching=False)
+    await server.generate("warm", prompt_ids=IDS[:40], sampling_params={"max_tokens": 1})
+    output = await server.generate("gen", prompt_ids=IDS[:40], sampling_params={"max_tokens": 1})
+    assert output.extra_fields["num_cached_tokens"] == 0 and server.prefill_tokens_computed == 80
+
+
+async def test_aborted_requests_return_no_prompt_logprobs(server):
+    server.abort_next(1)
+    await server.generate("gen", prompt_ids=IDS[:20], sampling_params={"max_tokens": 1})  # not a scoring request
+    aborted = await server.generate("score", prompt_ids=IDS[:20], sampling_params=dict(SCORE))
+    assert aborted.stop_reason == "aborted" and aborted.token_ids == [] and "prompt_logprobs" not in aborted.extra_fields
+    assert server.requests_log[-1].aborted and server.requests_log[-1].computed_prefill_tokens == 0
+    assert (await server.generate("again", prompt_ids=IDS[:20], sampling_params=dict(SCORE))).stop_reason == "completed"
+
+
+async def test_sglang_mode_refuses_vllm_only_keys_and_duplicate_ids(model_dir, reference):
+    server = LocalLLMServer(model_dir, MAX_MODEL_LEN, engine="sglang")
+    for key, value in (("detokenize", False), ("skip_reading_prefix_cache", False), ("seed", 1)):
+        with pytest.raises(TypeError, match=key):
+            await server.generate("bad", prompt_ids=IDS[:20], sampling_params={"max_tokens": 1, key: value})
+    sglang_score = {"max_tokens": 1, "prompt_logprobs": 0, "temperature": 1.0, "top_p": 1.0, "top_k": -1}
+    await server.generate("warm", prompt_ids=IDS[:40], sampling_params={"max_tokens": 1})
+    output = await server.generate("score", prompt_ids=IDS[:40], sampling_params=dict(sglang_score))
+    assert "num_cached_tokens" not in output.extra_fields  # verl's SGLang server does not report it
+    assert server.requests_log[-1].computed_prefill_tokens == 40  # logprob_start_len=0: no cache reuse
+    expected = reference_rows(reference, IDS[:40])
+    assert [row[0] for row in output.extra_fields["prompt_logprobs"][:-1]] == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="Duplicate request ID"):
+        await asyncio.gather(*(server.generate("same", prompt_ids=IDS[:30], sampling_params=dict(sglang_score))
+                               for _ in range(2)))
+    server.abort_next(1)
+    assert (await server.generate("x", prompt_ids=IDS[:20], sampling_params=dict(sglang_score))).stop_reason == "abort"

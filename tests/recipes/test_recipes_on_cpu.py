@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from infopo_verl.config import InfoPOConfig, UserSimulatorConfig
+from infopo_verl.config import InfoPOConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = REPO_ROOT / "recipes"

@@ -62,11 +62,11 @@ def hf(model_dir):
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
-def run_pipeline(model_dir, data_file, overrides, *, max_model_len=None):
+def run_pipeline(model_dir, data_file, overrides, *, max_model_len=None, **server_options):
     config = compose_config(model_dir, [*BASE_OVERRIDES, *overrides])
     rollout = config.actor_rollout_ref.rollout
     length = max_model_len or rollout.prompt_length + rollout.response_length
-    spy = SpyServer(LocalLLMServer(model_dir, max_model_len=length, seed=7))
+    spy = SpyServer(LocalLLMServer(model_dir, max_model_len=length, seed=7, **server_options))
     pipeline = LocalPipeline(config, spy)
     try:
         batch = pipeline.rollout(load_batch(config, [data_file], pipeline.tokenizer))
@@ -375,3 +375,105 @@ def test_v1_trainer_layout_through_as_dict(model_dir, data_file):
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
     assert output.reward_score == pytest.approx(record.env_score)
     assert any(gain is not None for gain in record.info_gain)
+
+
+# ---- scoring at engine speed: prefix cache, pipelining, SGLang, aborts ----
+
+
+def info_gains_by_dialogue(batch):
+    """{(task, agent texts, feedback texts): info_gain list}: the same dialogue, whichever row it landed in."""
+    out = {}
+    for row in range(len(batch)):
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        key = (batch.non_tensor_batch["extra_info"][row]["index"], tuple(record.agent_texts),
+               tuple(map(str, record.feedback_texts)))
+        out[key] = record.info_gain
+    return out
+
+
+def assert_same_info_gains(batch, reference_batch):
+    got, expected = info_gains_by_dialogue(batch), info_gains_by_dialogue(reference_batch)
+    assert got.keys() == expected.keys()
+    for key in got:
+        assert [g is None for g in got[key]] == [e is None for e in expected[key]], key
+        assert [g for g in got[key] if g is not None] == pytest.approx(
+            [e for e in expected[key] if e is not None], abs=1e-6)
+
+
+@pytest.mark.parametrize("runner", ["v1", "v2"])
+def test_cached_scoring_gives_the_uncached_r_t(model_dir, data_file, hf, default_run, runner):
+    _, uncached_spy, uncached = default_run
+    config, spy, batch = run_pipeline(
+        model_dir, data_file, ["actor_rollout_ref.rollout.temperature=1.0", "algorithm.infopo.scoring.prefix_cache=true"],
+        runner=runner,
+    )
+    assert_same_info_gains(batch, uncached)
+    for row in range(len(batch)):  # and the independent HF recomputation
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        for turn, gain in recompute_info_gains(hf, batch, row).items():
+            assert record.info_gain[turn] == pytest.approx(gain, abs=2e-5), (row, turn)
+    # the cache was really read, and saved prefill work
+    scoring = [record for record in spy.server.requests_log if record.prompt_logprobs]
+    assert sum(record.cached_tokens for record in scoring) > 0
+    uncached_scoring = [record for record in uncached_spy.server.requests_log if record.prompt_logprobs]
+    assert sum(r.computed_prefill_tokens for r in scoring) < sum(r.computed_prefill_tokens for r in uncached_scoring)
+
+
+def test_pipelined_scoring_equals_scoring_after_the_dialogue(model_dir, data_file, default_run):
+    """full_determinism sends a dialogue's scoring requests one at a time after its end: same r_t, later."""
+    _, pipelined_spy, pipelined = default_run
+    config, serial_spy, serial = run_pipeline(
+        model_dir, data_file, ["actor_rollout_ref.rollout.temperature=1.0", "actor_rollout_ref.rollout.full_determinism=true"],
+        reject_duplicate_request_ids=True,
+    )
+    assert_same_info_gains(serial, pipelined)
+
+    def scoring_before_last_generation(spy):
+        early = 0
+        for request_id in {request_id for request_id, _ in spy.starts}:
+            kinds = [scoring for rid, scoring in spy.starts if rid == request_id]
+            last_generation = max(index for index, scoring in enumerate(kinds) if not scoring)
+            early += any(kinds[:last_generation])
+        return early
+
+    # pipelined: some dialogue sent a scoring request before its last agent turn; serial: none did
+    assert scoring_before_last_generation(pipelined_spy) > 0
+    assert scoring_before_last_generation(serial_spy) == 0
+
+
+def test_sglang_gets_only_keys_it_accepts(model_dir, data_file, hf):
+    config, spy, batch = run_pipeline(
+        model_dir, data_file,
+        ["actor_rollout_ref.rollout.name=sglang", "actor_rollout_ref.rollout.full_determinism=true",
+         "actor_rollout_ref.rollout.temperature=1.0"],
+        engine="sglang",
+    )
+    expected = {"max_tokens": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+                "logprobs": False, "prompt_logprobs": 0}
+    assert spy.scoring_requests() and all(params == expected for _, params, _ in spy.scoring_requests())
+    measured = 0
+    for row in range(len(batch)):
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        for turn, gain in recompute_info_gains(hf, batch, row).items():
+            assert record.info_gain[turn] == pytest.approx(gain, abs=2e-5)
+            measured += 1
+    assert measured >= 2
+
+
+def test_aborted_scoring_is_skipped_and_counted(model_dir, data_file):
+    config = compose_config(model_dir, [*BASE_OVERRIDES, "actor_rollout_ref.rollout.temperature=1.0"])
+    server = LocalLLMServer(model_dir, max_model_len=672, seed=7)
+    server.abort_next(10_000)  # every scoring request comes back aborted, as from a preempted engine
+    pipeline = LocalPipeline(config, server)
+    try:
+        batch = pipeline.rollout(load_batch(config, [data_file], pipeline.tokenizer))
+    finally:
+        pipeline.close()
+    eligible = 0
+    for row in range(len(batch)):
+        record = RolloutRecord.from_batch(batch.non_tensor_batch, row)
+        assert all(gain is None for gain in record.info_gain)
+        scored = sum(record.feedback_texts[t] is not None for t in range(len(record.turn_spans) - 1))
+        assert record.scoring_skipped == scored
+        eligible += scored
+    assert eligible > 0 and sum(batch.non_tensor_batch["scoring_skipped"]) == eligible

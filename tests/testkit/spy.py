@@ -20,11 +20,15 @@ class SpyServer:
     def __init__(self, server: LocalLLMServer):
         self.server = server
         self.requests: list[tuple[list[int], dict, list[int]]] = []
+        self.starts: list[tuple[str, bool]] = []
+        """(request id, is a scoring request) in the order requests were sent (``requests`` is in the order they
+        finished)."""
 
     async def answer(self, request_id, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
         return await self.server.generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        self.starts.append((request_id, is_scoring(sampling_params)))
         output = await self.answer(request_id, prompt_ids, sampling_params, **kwargs)
         self.requests.append((list(prompt_ids), dict(sampling_params), list(output.token_ids)))
         return output
