@@ -15,7 +15,7 @@ $(STAMP): setup.py
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet "verl[verl-core]==0.9.1"
-	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,report]"
 	touch $(STAMP)
 
 demo: $(STAMP)

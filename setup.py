@@ -30,7 +30,11 @@ setup(
         "pyarrow",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-asyncio>=0.23"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-asyncio>=0.23"],
+        # `infopo-verl report` only (imported when a figure is drawn): never needed by training.
+        "report": ["matplotlib>=3.7"],
+    },
     entry_points={
         # `import verl` loads every entry point of this group, in every process: registration rides on it.
         "verl.plugins": ["infopo = infopo_verl.plugin"],

@@ -25,6 +25,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
 
 from infopo_verl.config import InfoPOConfig, refuse_kl_in_reward
+from infopo_verl.credit import DUMP_KEY, dump_record
 from infopo_verl.rollout.output import RECORD_KEY
 
 REWARD_MANAGER_NAME = "infopo"
@@ -37,11 +38,14 @@ EXTRA_INFO_KEYS = (
     "turns",
     "scoring_skipped",
     "simulator_failed",
+    DUMP_KEY,
 )
-"""Keys of ``reward_extra_info``: identical for every sample so verl can stack them into columns."""
+"""Keys of ``reward_extra_info``: identical for every sample so verl can stack them into columns. ``turn_record``
+is the per-turn record as a JSON string, for verl's rollout dump (``trainer.rollout_data_dir``) and
+``infopo-verl report --dialogues``; the others are numbers."""
 
 
-def breakdown(record: dict[str, Any] | None, outcome: float) -> dict[str, float]:
+def breakdown(record: dict[str, Any] | None, outcome: float, uid: Any = None) -> dict[str, float | str]:
     """The per-sample ``reward_extra_info`` for a rollout record (None: a sample from another agent loop)."""
     record = record or {}
     gains = [gain for gain in record.get("info_gain", []) if gain is not None]
@@ -53,6 +57,7 @@ def breakdown(record: dict[str, Any] | None, outcome: float) -> dict[str, float]
         "turns": float(len(record.get("turn_spans", []))),
         "scoring_skipped": float(record.get("scoring_skipped", 0)),
         "simulator_failed": float(record.get("simulator_failure") is not None),
+        DUMP_KEY: dump_record(record, uid),
     }
 
 
@@ -88,4 +93,5 @@ class InfoPORewardManager(RewardManagerBase):
             outcome = float((await self.fallback.run_single(data))["reward_score"])
         if not math.isfinite(outcome):
             raise ValueError(f"non-finite outcome score {outcome!r} for data_source {item.non_tensor_batch.get('data_source')!r}")
-        return {"reward_score": outcome, "reward_extra_info": breakdown(record, outcome)}
+        uid = item.non_tensor_batch.get("uid")  # the trainer's group id, a dataset-column kwarg of the rollout
+        return {"reward_score": outcome, "reward_extra_info": breakdown(record, outcome, uid)}
