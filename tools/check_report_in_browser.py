@@ -4,12 +4,13 @@ Run once by hand (not in CI), on Debian: ``apt-get install -y chromium``, then::
 
     python tools/check_report_in_browser.py REPORT_DIR --screenshot docs/report.png
 
-Two browser runs, each in a fresh profile with networking features off:
+Browser runs, each in a fresh profile with networking features off:
 
 1. a copy of ``index.html`` (beside the same figures) with a script added at the end that, once the page has
    loaded, writes every ``<img>``'s ``src``, ``complete`` and ``naturalWidth`` x ``naturalHeight`` into the DOM;
    ``--dump-dom`` prints that DOM and this script fails unless every image decoded to a non-empty size;
-2. the page itself, unmodified, ``--screenshot`` at ``--window-size``.
+2. the page itself, unmodified, ``--screenshot`` at ``--window-size``; ``--also PAGE=PNG`` screenshots other
+   pages of the report the same way (e.g. a dialogue page).
 
 Exit status 0 when every figure rendered.
 """
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshot", type=Path, required=True, help="PNG to write")
     parser.add_argument("--window-size", default="1150,3000", help="width,height in pixels (default 1150,3000)")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium", help="browser binary")
+    parser.add_argument("--also", action="append", default=[], metavar="PAGE=PNG",
+                        help="also screenshot another page of the report, e.g. dialogues/step_2.html=docs/step.png")
+    parser.add_argument("--also-window-size", default="1150,1600", help="window size for the --also pages")
     args = parser.parse_args(argv)
 
     images = check_images(args.chromium, args.report_dir.resolve())
@@ -79,12 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     if not images or failed:
         print(f"{len(failed)} of {len(images)} figures did not render", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory() as profile:
-        result = chromium(args.chromium, Path(profile), f"--window-size={args.window_size}",
-                          f"--screenshot={args.screenshot.resolve()}", (args.report_dir.resolve() / "index.html").as_uri())
-    if not args.screenshot.is_file():
-        print(f"no screenshot written (exit {result.returncode}):\n{result.stderr[-2000:]}", file=sys.stderr)
-        return 1
+    shots = [("index.html", args.screenshot, args.window_size)]
+    shots += [(*item.split("=", 1), args.also_window_size) for item in args.also]
+    for page, shot, size in shots:
+        shot = Path(shot).resolve()
+        shot.unlink(missing_ok=True)  # a stale file must not pass for a new screenshot
+        with tempfile.TemporaryDirectory() as profile:
+            result = chromium(args.chromium, Path(profile), f"--window-size={size}",
+                              f"--screenshot={shot}", (args.report_dir.resolve() / page).as_uri())
+        if not shot.is_file():
+            print(f"no screenshot of {page} written (exit {result.returncode}):\n{result.stderr[-2000:]}",
+                  file=sys.stderr)
+            return 1
     print(f"all {len(images)} figures rendered; screenshot: {args.screenshot}")
     return 0
 
