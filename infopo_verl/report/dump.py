@@ -52,6 +52,7 @@ class TurnRecordDumpMixin:
             import transfer_queue as tq
 
             data = tq.kv_batch_get(keys=list(keys), partition_id=partition, select_fields=["extra_fields"])
-            columns = reward_extra_columns(list(data["extra_fields"].tolist()))
+            # As verl's own _validate reads it: pop() gives the NonTensorStack, whose tolist() has one dict per key.
+            columns = reward_extra_columns(data.pop("extra_fields").tolist())
             reward_extra_infos_dict = {**columns, **reward_extra_infos_dict}
         return super()._dump_generations(inputs, outputs, gts, scores, reward_extra_infos_dict, dump_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tensordict.tensorclass import NonTensorData
 from verl.utils.tracking import FileLogger
 
@@ -41,3 +43,70 @@ def test_reward_extra_columns_from_transfer_queue_extra_fields():
     assert columns == {"acc": [None, 1.0, None], "outcome": [1.0, 0.0, None],
                        DUMP_KEY: [dump_record(record, "uid-1"), None, None]}
     assert '"uid": "uid-1"' in columns[DUMP_KEY][0] and "family" not in columns[DUMP_KEY][0]
+
+
+def _put_like_verls_v1_agent_loop(tokenizer, samples):
+    """Samples into a real TransferQueue the way verl's v1 agent loop stores them (``as_dict()`` fields plus the
+    dataset columns, key ``{uid}_{session}_{index}``)."""
+    import torch
+    import transfer_queue as tq
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    keys, fields = [], []
+    for uid, session, prompt, response, outcome, extra_fields in samples:
+        rm_scores = torch.zeros(len(tokenizer.encode(response)))
+        rm_scores[-1] = outcome
+        keys.append(f"{uid}_{session}_0")
+        fields.append({
+            "uid": uid,
+            "prompts": torch.tensor(tokenizer.encode(prompt)),
+            "responses": torch.tensor(tokenizer.encode(response)),
+            "rm_scores": rm_scores,
+            "reward_model": {"ground_truth": "{}"},
+            "extra_fields": extra_fields,
+        })
+    return tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields),
+                           tags=[{"status": "success"} for _ in keys])
+
+
+def test_v1_trainer_dump_carries_the_turn_record_with_the_mixin(tmp_path):
+    import ray
+    import transfer_queue as tq
+    from transformers import AutoTokenizer
+    from testkit.tiny import tiny_tokenizer_path
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from infopo_verl.report.dump import TurnRecordDumpMixin
+
+    class Trainer(TurnRecordDumpMixin, PPOTrainerSync):
+        pass
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_path(tmp_path))
+    record = {"turn_spans": [[0, 2], [6, 7]], "info_gain": [0.3, None], "agent_texts": ["day?", "ANSWER: x"],
+              "feedback_texts": ["monday", None], "ended_by": "done", "simulator_failure": None}
+    samples = []
+    for session, outcome in [(1, 0.0), (0, 1.0)]:  # put out of order: verl sorts by key before dumping
+        info = {"outcome": outcome, DUMP_KEY: dump_record(record, "g1")}
+        samples.append(("g1", session, "book a table", f"day? monday ANSWER: {session}", outcome,
+                        {"infopo": record, "reward_extra_info": info}))
+    # TransferQueue's controller and its two storage units each reserve one (logical) Ray CPU.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        tq.init()
+        meta = _put_like_verls_v1_agent_loop(tokenizer, samples)
+        for trainer_class, dump in ((PPOTrainerSync, tmp_path / "stock"), (Trainer, tmp_path / "mixin")):
+            trainer = object.__new__(trainer_class)  # only the dump code's state: tokenizer, step, executor
+            trainer.tokenizer, trainer.global_steps = tokenizer, 7
+            trainer._init_dump_executor()
+            trainer._log_rollout_data(meta, {}, str(dump))
+            trainer._shutdown_dump_executor()
+    finally:
+        tq.close()
+        ray.shutdown()
+
+    stock = [json.loads(line) for line in (tmp_path / "stock" / "7.jsonl").read_text().splitlines()]
+    assert set(stock[0]) == {"input", "output", "gts", "score", "step", "uid"}  # verl 0.9.1 dumps no reward column
+    lines = [json.loads(line) for line in (tmp_path / "mixin" / "7.jsonl").read_text().splitlines()]
+    assert [line["uid"] for line in lines] == ["g1_0_0", "g1_1_0"]
+    assert [line["outcome"] for line in lines] == [1.0, 0.0]  # the columns follow verl's sorted order
+    assert json.loads(lines[0][DUMP_KEY])["turn_spans"] == [[0, 2], [6, 7]]
