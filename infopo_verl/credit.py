@@ -15,7 +15,6 @@ print the view in a terminal; :mod:`infopo_verl.report.dialogues` renders the sa
 from __future__ import annotations
 
 import dataclasses
-import json
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -94,25 +93,6 @@ def _dialogues(records: Sequence[dict], uids, breakdown: AdvantageBreakdown, adv
             )
         )
     return dialogues
-
-
-DUMP_KEY = "turn_record"
-"""``reward_extra_info`` key carrying :func:`dump_record` (a JSON string, so every sample has the same keys, verl
-stacks it as a string column and its validation statistics skip it); verl's rollout dump writes it per line."""
-DUMP_FIELDS = ("turn_spans", "info_gain", "agent_texts", "feedback_texts", "ended_by", "simulator_failure")
-"""What of the rollout record the dump keeps: enough to rebuild every turn's credit."""
-
-
-def dump_record(record: dict[str, Any] | None, uid: Any) -> str:
-    """The part of a rollout record the credit view needs, with the sample's group ``uid``, as one JSON string.
-
-    ``"{}"`` for a sample without a record (another agent loop produced it).
-    """
-    if not record:
-        return "{}"
-    kept = {field: record.get(field) for field in DUMP_FIELDS}
-    kept["uid"] = None if uid is None else str(uid)
-    return json.dumps(kept, ensure_ascii=False)
 
 
 def credit_from_records(records: Sequence[dict], outcomes: Sequence[float], algorithm) -> list[DialogueCredit]:

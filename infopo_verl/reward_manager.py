@@ -25,7 +25,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
 
 from infopo_verl.config import InfoPOConfig, refuse_kl_in_reward
-from infopo_verl.credit import DUMP_KEY, dump_record
+from infopo_verl.report.record import DUMP_KEY, dump_record
 from infopo_verl.rollout.output import RECORD_KEY
 
 REWARD_MANAGER_NAME = "infopo"

@@ -5,6 +5,7 @@
 - :mod:`~infopo_verl.report.figures`: the PNG figures (matplotlib, the ``report`` extra, imported lazily);
 - :mod:`~infopo_verl.report.html`: the self-contained pages, every text escaped;
 - :mod:`~infopo_verl.report.dialogues`: verl's rollout dumps as per-step credit pages;
+- :mod:`~infopo_verl.report.record`: the per-turn record in ``reward_extra_info`` and the dump (no verl import);
 - :mod:`~infopo_verl.report.dump`: the v1 trainer's rollout dump with the reward columns;
 - :mod:`~infopo_verl.report.command`: the command line.
 """

@@ -3,7 +3,7 @@
 verl writes ``<trainer.rollout_data_dir>/<step>.jsonl`` (``_write_generations`` of both trainers): one line per
 sample with ``input``, ``output``, ``gts``, ``score``, ``step`` and, on the legacy trainer, every
 ``reward_extra_info`` column, so the ``infopo`` reward manager's ``turn_record`` (a JSON string, see
-:func:`infopo_verl.credit.dump_record`) and ``outcome`` reach it. verl 0.9.1's v1 trainer dumps only ``uid`` besides
+:func:`infopo_verl.report.record.dump_record`) and ``outcome`` reach it. verl 0.9.1's v1 trainer dumps only ``uid`` besides
 the text columns; :class:`~infopo_verl.report.dump.TurnRecordDumpMixin` adds the reward columns there.
 
 The dump holds r_t and R but no advantages: :func:`infopo_verl.credit.credit_from_records` recomputes them with
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from infopo_verl.credit import DUMP_KEY, DialogueCredit, credit_from_records, dialogue_header, ranked_turns
+from infopo_verl.credit import DialogueCredit, credit_from_records, dialogue_header, ranked_turns
 from infopo_verl.report.html import escape, page
 from infopo_verl.report.logs import BadLine, json_lines
+from infopo_verl.report.record import DUMP_KEY
 
 RANKED_TURNS = 5
 """How many best and worst credited turns head each step page (ours)."""
@@ -107,7 +109,9 @@ def step_page(step: int, dialogues: Sequence[DialogueCredit], notes: Sequence[st
     """The HTML page of one step's dialogues."""
     scale = max((abs(turn.advantage) for dialogue in dialogues for turn in dialogue.turns), default=0.0)
     outcomes = [dialogue.outcome for dialogue in dialogues]
-    low, high = (min(outcomes), max(outcomes)) if outcomes else (0.0, 0.0)
+    # Bounds rounded outwards to 4 decimals (readable inputs that still include every dialogue).
+    low = math.floor(min(outcomes) * 1e4) / 1e4 if outcomes else 0.0
+    high = math.ceil(max(outcomes) * 1e4) / 1e4 if outcomes else 0.0
     best, worst = ranked_turns(dialogues, RANKED_TURNS)
     parts = [f"<h1>Step {step}: credit per turn</h1>",
              '<p><a href="index.html">all steps</a>. Turns are coloured by the advantage their tokens received '

@@ -57,14 +57,16 @@ def _save(figure, directory: Path, file: str) -> None:
     figure.savefig(directory / file, dpi=DPI, format="png")
 
 
-def _lines(axis, runs: Sequence[Run], key: str, title: str, style: str = "-", suffix: str = "") -> int:
+def _lines(axis, runs: Sequence[Run], key: str, title: str) -> int:
     """One line per run that has ``key``; returns how many were drawn."""
     drawn = 0
-    for run in runs:
+    for index, run in enumerate(runs):
         series = run.series.get(key)
         if series:
             steps, values = zip(*series)
-            axis.plot(steps, values, style, marker="o", markersize=3, label=f"{run.label}{suffix}")
+            # Each later run thinner, so a run that coincides with an earlier one leaves it visible.
+            axis.plot(steps, values, "-", marker="o", markersize=3, linewidth=max(1.0, 3.0 - 0.8 * index),
+                      label=run.label)
             drawn += 1
     axis.set_title(title)
     axis.set_xlabel("step")

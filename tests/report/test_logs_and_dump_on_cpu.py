@@ -7,9 +7,9 @@ import json
 from tensordict.tensorclass import NonTensorData
 from verl.utils.tracking import FileLogger
 
-from infopo_verl.credit import DUMP_KEY, dump_record
 from infopo_verl.report.dump import reward_extra_columns
 from infopo_verl.report.logs import file_logger_path, parse_run_argument, read_run
+from infopo_verl.report.record import DUMP_KEY, dump_record
 
 
 def test_file_logger_path_follows_verls_rule(tmp_path, monkeypatch):

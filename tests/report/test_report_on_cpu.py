@@ -32,13 +32,14 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.trainer.ppo.reward import extract_reward
 from verl.utils.tracking import Tracking
 
-from infopo_verl.credit import DUMP_KEY, credit_view
+from infopo_verl.credit import credit_view
 from infopo_verl.demo import DEFAULT_OVERRIDES
 from infopo_verl.envs.clarify import generate_rows
 from infopo_verl.local.pipeline import LocalPipeline, compose_config, load_batch
 from infopo_verl.local.server import LocalLLMServer
 from infopo_verl.report.figures import FIGURE_PIXELS
 from infopo_verl.report.html import number
+from infopo_verl.report.record import DUMP_KEY
 
 STEPS = int(os.environ.get("INFOPO_REPORT_STEPS", "3"))
 PROMPTS_PER_STEP = 2
