@@ -27,6 +27,8 @@ def run_report(args: argparse.Namespace) -> int:
     from infopo_verl.report.logs import parse_run_argument, read_run
     from infopo_verl.report.summary import INFO_GAIN, choose_baseline, table
 
+    from infopo_verl.config import ConfigError
+
     if not args.runs and not args.dialogues:
         raise SystemExit("infopo-verl report: give at least one RUN (a file-logger .jsonl) or --dialogues DUMP_DIR")
     out = Path(args.out)
@@ -37,7 +39,10 @@ def run_report(args: argparse.Namespace) -> int:
     if args.dialogues:
         from infopo_verl.report.dialogues import write_dialogue_pages
 
-        dump = write_dialogue_pages(args.dialogues, out / "dialogues", _algorithm(args.algorithm))
+        try:
+            dump = write_dialogue_pages(args.dialogues, out / "dialogues", _algorithm(args.algorithm))
+        except (FileNotFoundError, ConfigError) as error:  # a missing directory, or a bad --algorithm setting
+            raise SystemExit(f"infopo-verl report: {error}") from None
         notes.extend(f"dialogues: {note}" for note in dump.notes)
         dialogues_link = "dialogues/index.html"
         print(f"wrote {len(dump.pages)} dialogue pages to {out / 'dialogues'}", file=sys.stderr)
@@ -45,7 +50,10 @@ def run_report(args: argparse.Namespace) -> int:
     runs = []
     for argument in args.runs:
         label, path = parse_run_argument(argument)
-        runs.append(read_run(path, label))
+        try:
+            runs.append(read_run(path, label))
+        except FileNotFoundError as error:
+            raise SystemExit(f"infopo-verl report: {error}") from None
     if len({run.label for run in runs}) != len(runs):
         raise SystemExit(f"infopo-verl report: two runs share a label ({[run.label for run in runs]}); "
                          "name them with label=path")
