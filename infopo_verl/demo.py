@@ -24,7 +24,7 @@ DEFAULT_OVERRIDES = (
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from infopo_verl.credit import credit_view, format_dialogue
+    from infopo_verl.credit import credit_view, format_dialogue, format_ranked
     from infopo_verl.envs.clarify import generate_rows
     from infopo_verl.local.pipeline import run_dialogues
     from infopo_verl.local.tiny import trained_model
@@ -36,6 +36,9 @@ def run_demo(args: argparse.Namespace) -> int:
     config, batch = run_dialogues(model_path, rows, overrides, seed=args.seed)
 
     dialogues = credit_view(batch, config.algorithm)
+    # The same view as `infopo-verl report --dialogues`: where the credit went first, then every dialogue.
+    print()
+    print(format_ranked(dialogues))
     for dialogue in dialogues:
         print()
         print(format_dialogue(dialogue))

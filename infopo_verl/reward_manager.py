@@ -29,6 +29,7 @@ from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManage
 from infopo_verl.envs.base import task_metric_columns
 from infopo_verl.rollout.record import RolloutRecord
 from infopo_verl.startup import check_training_config
+from infopo_verl.report.record import DUMP_KEY, dump_record
 
 REWARD_MANAGER_NAME = "infopo"
 
@@ -41,11 +42,14 @@ EXTRA_INFO_KEYS = (
     "scoring_skipped",
     "simulator_failed",
     "aborted",
+    DUMP_KEY,
 )
-"""Keys of ``reward_extra_info``: identical for every sample so verl can stack them into columns."""
+"""Keys of ``reward_extra_info``: identical for every sample so verl can stack them into columns. ``turn_record``
+is the per-turn record as a JSON string, for verl's rollout dump (``trainer.rollout_data_dir``) and
+``infopo-verl report --dialogues``; the others are numbers."""
 
 
-def breakdown(record: RolloutRecord | None, outcome: float) -> dict[str, float]:
+def breakdown(record: RolloutRecord | None, outcome: float, uid: Any = None) -> dict[str, float | str]:
     """The per-sample ``reward_extra_info`` for a rollout record (None: a sample from another agent loop)."""
     gains = record.measured_gains if record is not None else []
     return {
@@ -57,6 +61,7 @@ def breakdown(record: RolloutRecord | None, outcome: float) -> dict[str, float]:
         "scoring_skipped": float(record.scoring_skipped) if record is not None else 0.0,
         "simulator_failed": float(record is not None and record.simulator_failure is not None),
         "aborted": float(record is not None and record.aborted),
+        DUMP_KEY: dump_record(record, uid),
     }
 
 
@@ -90,4 +95,5 @@ class InfoPORewardManager(RewardManagerBase):
             raise ValueError(f"non-finite outcome score {outcome!r} for data_source {item.non_tensor_batch.get('data_source')!r}")
         # Task metrics (ColBench's pass / succ): the same keys for every sample, None where a family has none.
         task_metrics = task_metric_columns(record.task_metrics if record is not None else None)
-        return {"reward_score": outcome, "reward_extra_info": {**breakdown(record, outcome), **task_metrics}}
+        uid = item.non_tensor_batch.get("uid")  # the trainer's group id, a dataset-column kwarg of the rollout
+        return {"reward_score": outcome, "reward_extra_info": {**breakdown(record, outcome, uid), **task_metrics}}

@@ -29,6 +29,7 @@ from verl import DataProto
 from verl.trainer.ppo.v1 import PPOTrainerSync
 
 from infopo_verl.metrics import step_metrics
+from infopo_verl.report.dump import TurnRecordDumpMixin
 from infopo_verl.rollout.output import RECORD_KEY
 from infopo_verl.startup import TRAINER_MODE, check_training_config
 
@@ -38,7 +39,7 @@ METRIC_FIELDS = ["uid", "response_mask", "rm_scores", "extra_fields"]
 """TransferQueue fields ``step_metrics`` reads on the v1 trainer (the rollout record lives in ``extra_fields``)."""
 
 
-class InfoPOSyncTrainer(PPOTrainerSync):
+class InfoPOSyncTrainer(TurnRecordDumpMixin, PPOTrainerSync):
     """verl's v1 sync trainer that also logs :func:`~infopo_verl.metrics.step_metrics` every step."""
 
     def __init__(self, config):

@@ -20,6 +20,10 @@ def test_demo_prints_a_credit_table_per_dialogue(tmp_path):
     headers = re.findall(r"^dialogue (\d+) \(group \w+\): R = [\d.]+, A_ext = [+-][\d.]+, gate = [\d.]+", out, re.M)
     assert headers == ["0", "1"]
     assert out.count("agent said") == 2 and out.count("user said") == 2
+    # The report's view, in the terminal: best and worst credited turns before the dialogues.
+    assert out.index("best credited turns:") < out.index("worst credited turns:") < out.index("dialogue 0 (group")
+    ranked = [float(value) for value in re.findall(r"^  adv +([+-]\d\.\d{3})  dialogue \d+ turn \d+", out, re.M)]
+    assert ranked and ranked[0] == max(ranked)
     measured = int(re.search(r"^(\d+) turns measured; mean r_t = [+-][\d.]+$", out, re.M).group(1))
     rows_with_gain = re.findall(r"^\s+\d+\s.*\s[+-]\d\.\d{4}\s+[+-]\d\.\d{3}\s+[+-]\d\.\d{3}$", out, re.M)
     assert measured == len(rows_with_gain) and measured > 0

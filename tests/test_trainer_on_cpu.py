@@ -176,6 +176,8 @@ def test_plain_override_on_verls_stock_config_selects_the_metrics_trainer(rolled
                 "actor_rollout_ref.rollout.agent.default_agent_loop=infopo_user",
                 "actor_rollout_ref.rollout.n=2",
                 "trainer.v1.trainer_mode=infopo_sync",
+                # The v1 manager that keeps validation outcome-only (documented alongside; refused without it).
+                "+actor_rollout_ref.rollout.agent.agent_loop_manager_class=infopo_verl.rollout.v1.InfoPOAgentLoopManagerTQ",
             ],
         )
     trainer = get_trainer_cls(stock.trainer.v1.trainer_mode)(config=stock)
