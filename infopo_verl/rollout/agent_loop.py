@@ -185,7 +185,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             elif state == State.FEEDBACK:
                 state = await self._handle_feedback(dialogue)
             elif state == State.SCORING:
-                state = await self._handle_scoring(dialogue, source)
+                state = await self._handle_scoring(dialogue)
         return await self._output(dialogue)
 
     def _validating(self) -> bool:
@@ -333,7 +333,7 @@ class InfoPOUserAgentLoop(AgentLoopBase):
             dialogue.response_logprobs = all_logprobs
         return State.GENERATING
 
-    async def _handle_scoring(self, dialogue: Dialogue, source: str) -> State:
+    async def _handle_scoring(self, dialogue: Dialogue) -> State:
         self._settle_spans(dialogue)
         offset = dialogue.prompt_length
         pending = []
