@@ -4,7 +4,7 @@ The batch is the shape of a paper-sized step (1024 rollouts = 128 prompts x roll
 every rollout is a multi-turn dialogue of agent turns separated by user feedback, r_t on the last token of every
 non-final agent turn and the outcome on the last response token (SPEC section 2). Both estimators run on the
 same tensors in the same process, after a warm-up, and the median of several repeats is reported, so the ratio
-is comparable across machines even when the absolute times are not. Target (ours): infopo / grpo <= 2.
+is comparable across machines even when the absolute times are not. Goal: infopo / grpo <= 1.1.
 
 Run: ``python benchmarks/bench_estimator.py``. It prints; it asserts nothing.
 """

@@ -1,4 +1,4 @@
-"""InfoPO's variance-gated advantage, the whole math in one place (torch only; SPEC section 1).
+"""InfoPO's variance-gated advantage, the whole math in one place (torch; SPEC section 1).
 
 Inputs are verl's: ``token_level_rewards`` (bs, response_length) laid out as SPEC section 2 says (r_t on the last
 token of every non-final agent turn, the outcome on the last response token), ``response_mask`` (bs,
@@ -44,7 +44,7 @@ from typing import Literal
 
 import torch
 
-from infopo_verl.core.turns import TurnLayout, turn_layout
+from infopo_verl.core.turns import TurnLayout, flat_nonzero, turn_layout
 
 __all__ = [
     "AdvantageBreakdown",
@@ -119,10 +119,12 @@ def outcome_scores(token_level_rewards: torch.Tensor, layout: TurnLayout) -> tor
     """
     bs, length = token_level_rewards.shape
     nonfinal = ~layout.is_final  # [n]
-    reward_rows, reward_cols = token_level_rewards.nonzero(as_tuple=True)  # [m], row-major
-    reward_values = token_level_rewards[reward_rows, reward_cols].to(torch.float64)  # [m]
-    turn_end_keys = layout.row[nonfinal] * length + layout.end[nonfinal]  # [n'] ascending
-    is_turn_end = torch.isin(reward_rows * length + reward_cols, turn_end_keys)  # [m]
+    flat_rewards = token_level_rewards.reshape(-1)  # [bs * L]
+    reward_positions = flat_nonzero(flat_rewards != 0).to(flat_rewards.device)  # [m] flat, ascending
+    reward_values = flat_rewards[reward_positions].to(torch.float64)  # [m]
+    turn_end_positions = layout.row[nonfinal] * length + layout.end[nonfinal]  # [n'] flat
+    is_turn_end = torch.isin(reward_positions, turn_end_positions)  # [m]
+    reward_rows = torch.div(reward_positions, max(length, 1), rounding_mode="floor")  # [m]
     outcome = torch.zeros(bs, dtype=torch.float64, device=token_level_rewards.device)
     return outcome.index_add_(0, reward_rows[~is_turn_end], reward_values[~is_turn_end])  # [bs]
 
