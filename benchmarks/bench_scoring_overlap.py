@@ -14,12 +14,16 @@ workers. Three rollouts of the same batch (same seeds, so the same dialogues):
 Two regimes:
 
 - ``one at a time``: each task's dialogue rolled out alone (``rollout.n=1``), so the engine is idle while the user
-  thinks, as a GPU engine with spare batch capacity is: the regime pipelining is for;
+  thinks, as a GPU engine with spare batch capacity is: the regime pipelining is for. InfoPO's estimator refuses
+  ``n=1`` at start-up (no group statistics), so this regime names verl's GRPO estimator, for which the rollout
+  scores the same turns (it writes beta * r_t): only the rollout is timed;
 - ``batch``: all ``--prompts`` x ``--rollouts`` dialogues at once on the one CPU server, which runs every forward
   pass in turn (no batching): compute-bound, so scoring's compute adds to the wall time whatever the overlap.
 
-It prints the median wall time of ``generate_sequences`` over ``--repeats`` rollouts and the ratio to ``no
-scoring`` (goal of the issue: <= 1.1x). Wall time on a shared CPU is noisy: compare ratios from one run.
+It prints the median wall time of ``generate_sequences`` over ``--repeats`` rollouts, the ratio to ``no scoring``
+(goal of the issue: <= 1.1x) and the simulator replies per rollout: equal counts say the variants rolled out the
+same dialogues (``full_determinism`` may change what is sampled, so ``after dialogue`` need not). Wall time on a
+shared CPU is noisy: compare ratios from one run.
 
     .venv/bin/python benchmarks/bench_scoring_overlap.py [--prompts 4] [--rollouts 2] [--repeats 2] [--model DIR] \
         [HYDRA_OVERRIDE ...]
@@ -104,26 +108,31 @@ def main() -> None:
         for index, row in enumerate(rows):
             single_rows.append(Path(scratch) / f"row{index}.parquet")
             pd.DataFrame([row]).to_parquet(single_rows[-1])
-        regimes = {"one at a time": (single_rows, 1), "batch": ([all_rows], args.rollouts)}
+        regimes = {
+            "one at a time": (single_rows, 1, ["algorithm.adv_estimator=grpo"]),
+            "batch": ([all_rows], args.rollouts, []),
+        }
         for latency_s in (0.1, 0.5):
-            for regime, (data_files, rollouts) in regimes.items():
+            for regime, (data_files, rollouts, regime_overrides) in regimes.items():
                 with FakeOpenAIServer(scripted_user(latency_s)) as user_server:
                     settings = [
                         *DEFAULT_OVERRIDES, f"actor_rollout_ref.rollout.n={rollouts}",
                         "actor_rollout_ref.rollout.temperature=1.0", "algorithm.infopo.user.backend=openai",
                         f"algorithm.infopo.user.base_url={user_server.base_url}",
                         f"algorithm.infopo.user.api_key_env={KEY_VARIABLE}", "algorithm.infopo.user.max_retries=0",
-                        *args.overrides,
+                        *regime_overrides, *args.overrides,
                     ]
-                    times = {name: statistics.median(rollout_seconds(model_path, data_files, [*settings, *extra])
-                                                     for _ in range(args.repeats))
-                             for name, extra in VARIANTS.items()}
-                    replies = len(user_server.requests)
+                    times, replies = {}, {}
+                    for name, extra in VARIANTS.items():
+                        before = len(user_server.requests)
+                        times[name] = statistics.median(rollout_seconds(model_path, data_files, [*settings, *extra])
+                                                        for _ in range(args.repeats))
+                        replies[name] = (len(user_server.requests) - before) / args.repeats
                 base = times["no scoring"]
-                print(f"user latency {latency_s * 1000:.0f} ms, {regime} ({args.prompts * rollouts} dialogues, "
-                      f"{replies} simulator replies over all rollouts):")
+                print(f"user latency {latency_s * 1000:.0f} ms, {regime} ({args.prompts * rollouts} dialogues):")
                 for name, seconds in times.items():
-                    print(f"  {name:15s} {seconds:6.2f} s  {seconds / base:.2f}x")
+                    print(f"  {name:15s} {seconds:6.2f} s  {seconds / base:.2f}x   "
+                          f"{replies[name]:.1f} simulator replies per rollout")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ broken plugin simply vanishes and training later fails with "Unknown advantage e
 2. checks the entry point is installed and not filtered out by ``VERL_USE_EXTERNAL_PLUGINS``;
 3. imports :mod:`infopo_verl.plugin` itself, printing the real traceback when it fails;
 4. in a fresh Python process and inside a Ray worker, runs a bare ``import verl`` and looks each component up in
-   verl's own registries.
+   verl's own registries;
+5. says whether the ColBench judge's namespace sandbox can be built on this machine (a note, not a failure: only
+   ColBench runs need it, and they stop at their first dialogue without it).
 
 A component whose module is absent from this checkout is reported as "not built" and does not fail the check;
 anything that exists but is not registered (or breaks on import) does, with the reason.
@@ -42,6 +44,7 @@ COMPONENTS = (
     Component("advantage estimator", "infopo", "algorithm.adv_estimator", "infopo_verl.estimator"),
     Component("reward manager", "infopo", "reward.reward_manager.name", "infopo_verl.reward_manager"),
     Component("agent loop", "infopo_user", "actor_rollout_ref.rollout.agent.default_agent_loop", "infopo_verl.rollout.agent_loop"),
+    Component("v1 trainer mode", "infopo_sync", "trainer.v1.trainer_mode", "infopo_verl.trainer"),
 )
 
 
@@ -62,9 +65,13 @@ def _registered(component: Component) -> bool:
         from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER
 
         return component.name in REWARD_MANAGER
-    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+    if component.kind == "agent loop":
+        from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
 
-    return component.name in _agent_loop_registry
+        return component.name in _agent_loop_registry
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+    return component.name in TRAINER_REGISTRY
 
 
 def registration_report() -> dict[str, bool]:
@@ -114,6 +121,9 @@ class _Report:
 
     def missing(self, message: str) -> None:
         print(f"  [not built] {message}")
+
+    def note(self, message: str) -> None:
+        print(f"  [note]      {message}")
 
     def fail(self, message: str) -> None:
         self.broken = True
@@ -179,6 +189,19 @@ def run_doctor(check_ray: bool = True) -> int:
                 report.fail(f"{label} NOT registered although {component.module} exists: see the import error above")
             else:
                 report.missing(f"{label} not registered (not built)")
+
+    print("ColBench judge sandbox (only ColBench runs need it)")
+    from infopo_verl.sandbox import namespaces_available
+
+    available, why = namespaces_available()
+    if available:
+        report.ok("namespace isolation (mount, PID and network namespaces, chroot) can be built here")
+    else:
+        report.note(
+            f"namespace isolation cannot be built here ({why}): a ColBench run stops at its first dialogue; run as "
+            "root (or with CAP_SYS_ADMIN) on Linux, or accept the risk with "
+            "+algorithm.infopo.env.colbench_isolation=none (see docs/recipes.md)"
+        )
 
     print("result:", "BROKEN" if report.broken else "OK")
     return 1 if report.broken else 0

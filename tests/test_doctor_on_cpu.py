@@ -1,4 +1,4 @@
-"""``infopo-verl doctor`` in real subprocesses: it sees the three components after a bare ``import verl`` in a
+"""``infopo-verl doctor`` in real subprocesses: it sees the four registered names after a bare ``import verl`` in a
 fresh process and in a Ray worker, and it fails loudly when verl is told not to load plugins."""
 
 from __future__ import annotations
@@ -24,8 +24,24 @@ def test_doctor_sees_every_component_in_a_fresh_process_and_a_ray_worker():
     assert result.returncode == 0, result.stdout + result.stderr
     for where in ("fresh process", "Ray worker"):
         section = result.stdout.split(f"import verl`, {where}")[1].split("registration after")[0]
-        for component in ("advantage estimator 'infopo'", "reward manager 'infopo'", "agent loop 'infopo_user'"):
+        for component in ("advantage estimator 'infopo'", "reward manager 'infopo'", "agent loop 'infopo_user'",
+                          "v1 trainer mode 'infopo_sync'"):
             assert f"[ok]        {component} registered" in section, (where, component, result.stdout)
+    assert "result: OK" in result.stdout
+
+
+def test_doctor_reports_whether_the_colbench_sandbox_can_be_built():
+    """Doctor's sandbox line agrees with the sandbox's own probe, run here; a missing sandbox is a note, not BROKEN."""
+    from infopo_verl.sandbox import namespaces_available
+
+    result = run_doctor("--no-ray")
+    section = result.stdout.split("ColBench judge sandbox")[1].split("result:")[0]
+    available, why = namespaces_available()
+    if available:
+        assert "[ok]        namespace isolation" in section, result.stdout
+    else:
+        assert f"[note]      namespace isolation cannot be built here ({why})" in section, result.stdout
+        assert "colbench_isolation=none" in section
     assert "result: OK" in result.stdout
 
 
