@@ -25,7 +25,7 @@ It prints the median wall time of ``generate_sequences`` over ``--repeats`` roll
 same dialogues (``full_determinism`` may change what is sampled, so ``after dialogue`` need not). Wall time on a
 shared CPU is noisy: compare ratios from one run.
 
-    .venv/bin/python benchmarks/bench_scoring_overlap.py [--prompts 4] [--rollouts 2] [--repeats 2] [--model DIR] \
+    .venv/bin/python benchmarks/bench_scoring_overlap.py [--prompts 4] [--rollouts 2] [--repeats 5] [--model DIR] \
         [HYDRA_OVERRIDE ...]
 """
 
@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -74,18 +75,28 @@ def scripted_user(latency_s: float):
     return respond
 
 
-def rollout_seconds(model_path, data_files, overrides) -> float:
-    """Wall time of rolling out each data file's batch in turn (one pipeline, one server)."""
+def rollout_seconds(model_path, data_files, overrides, repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` rollouts of every data file's batch in turn, on one pipeline and server.
+
+    The server's k-th sample of a prompt is the same in every run (its seeding), so repeat k rolls out the same
+    dialogues in every variant: the variants are compared on identical work, repeat by repeat.
+    """
     config = compose_config(model_path, overrides)
     rollout = config.actor_rollout_ref.rollout
     server = LocalLLMServer(model_path, rollout.prompt_length + rollout.response_length, seed=0)
     pipeline = LocalPipeline(config, server)
     try:
         batches = [load_batch(config, [data_file], pipeline.tokenizer) for data_file in data_files]
-        start = time.perf_counter()
-        for batch in batches:
-            pipeline.rollout(batch)
-        return time.perf_counter() - start
+        # The reward worker is a Ray actor that imports verl as it starts (about 14 s here); without this wait its
+        # start-up lands inside the first rollout's time and swamps what scoring costs.
+        ray.get(pipeline.reward_worker.__ray_ready__.remote())
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for batch in batches:
+                pipeline.rollout(batch)
+            seconds.append(time.perf_counter() - start)
+        return seconds
     finally:
         pipeline.close()
 
@@ -94,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. algorithm.infopo.max_tokens_per_turn=16")
     parser.add_argument("--model", default=None, help="model directory (default: the tiny trained model)")
     args = parser.parse_args()
@@ -125,8 +136,8 @@ def main() -> None:
                     times, replies = {}, {}
                     for name, extra in VARIANTS.items():
                         before = len(user_server.requests)
-                        times[name] = statistics.median(rollout_seconds(model_path, data_files, [*settings, *extra])
-                                                        for _ in range(args.repeats))
+                        times[name] = statistics.median(
+                            rollout_seconds(model_path, data_files, [*settings, *extra], args.repeats))
                         replies[name] = (len(user_server.requests) - before) / args.repeats
                 base = times["no scoring"]
                 print(f"user latency {latency_s * 1000:.0f} ms, {regime} ({args.prompts * rollouts} dialogues):")
