@@ -120,7 +120,7 @@ def outcome_scores(token_level_rewards: torch.Tensor, layout: TurnLayout) -> tor
     bs, length = token_level_rewards.shape
     nonfinal = ~layout.is_final  # [n]
     flat_rewards = token_level_rewards.reshape(-1)  # [bs * L]
-    reward_positions = flat_nonzero(flat_rewards != 0).to(flat_rewards.device)  # [m] flat, ascending
+    reward_positions = flat_nonzero(flat_rewards != 0)  # [m] flat, ascending
     reward_values = flat_rewards[reward_positions].to(torch.float64)  # [m]
     turn_end_positions = layout.row[nonfinal] * length + layout.end[nonfinal]  # [n'] flat
     is_turn_end = torch.isin(reward_positions, turn_end_positions)  # [m]

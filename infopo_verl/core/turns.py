@@ -49,7 +49,7 @@ def flat_nonzero(values: torch.Tensor) -> torch.Tensor:
 
     On CPU this goes through numpy, whose ``flatnonzero`` is several times faster than ``torch.nonzero`` on a
     large mostly-zero tensor (one vectorised counting pass, then one fill; measured in
-    ``benchmarks/bench_estimator.py``). The array shares the tensor's memory, nothing is copied.
+    ``benchmarks/bench_estimator.py``). The numpy array is a view of the (flattened) tensor.
     """
     flat = values.reshape(-1)
     if flat.device.type == "cpu":
@@ -68,11 +68,12 @@ def turn_layout(response_mask: torch.Tensor) -> TurnLayout:
     """
     bs, length = response_mask.shape
     device = response_mask.device
+    stride = max(length, 1)  # row stride of the flat mask (1 keeps the arithmetic defined for length 0)
     flat = response_mask.reshape(-1)  # [bs * L]
-    changes = flat_nonzero(flat[1:] != flat[:-1]).to(device) + 1  # [c] positions p with flat[p] != flat[p - 1]
-    row_bounds = torch.arange(0, bs * length + 1, max(length, 1), device=device)  # [bs + 1]
+    changes = flat_nonzero(flat[1:] != flat[:-1]) + 1  # [c] positions p with flat[p] != flat[p - 1]
+    row_bounds = torch.arange(0, bs * length + 1, stride, device=device)  # [bs + 1]
     candidates = torch.cat([changes, row_bounds]).unique()  # [c'] ascending, no duplicates
-    at_row_start = candidates % max(length, 1) == 0  # [c'] includes the position one past the last row
+    at_row_start = candidates % stride == 0  # [c'] includes the position one past the last row
     inside = candidates < bs * length  # [c']
     agent_here = torch.zeros_like(at_row_start)
     agent_here[inside] = flat[candidates[inside]] != 0  # [c']
@@ -81,7 +82,7 @@ def turn_layout(response_mask: torch.Tensor) -> TurnLayout:
     agent_left[has_left] = flat[candidates[has_left] - 1] != 0  # [c'] the left neighbour, possibly in the row above
     starts = candidates[agent_here & (at_row_start | ~agent_left)]  # [n] first token of each turn, flat
     stops = candidates[agent_left & (at_row_start | ~agent_here)]  # [n] one past the last token of each turn, flat
-    start_rows = torch.div(starts, max(length, 1), rounding_mode="floor")  # [n]
+    start_rows = torch.div(starts, stride, rounding_mode="floor")  # [n]
     turns_per_row = torch.bincount(start_rows, minlength=bs)  # [bs]
 
     # 1-based turn number within the row: position in the flat list minus the row's first position.
